@@ -1,0 +1,3 @@
+"""Execution profiles (``profiles/*.yaml``) and the code that turns job files into deployments."""
+
+__all__: list[str] = []

@@ -1,0 +1,31 @@
+"""sweepflow: ML experiment campaigns (sweeps, pipelines, searches) as Prefect flows.
+
+The core package is pure Python: importing it loads no framework (Prefect, Dask, JAX,
+MLflow, Optuna); each heavy library is imported only inside the module that wraps it.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import JobError, JobFileError, SweepflowError, SweepSyntaxError
+from .hashing import digest
+from .jobs import Job, JobFile, SweepSet, load_jobs
+
+try:
+    __version__ = version("sweepflow")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "Job",
+    "JobError",
+    "JobFile",
+    "JobFileError",
+    "SweepSet",
+    "SweepSyntaxError",
+    "SweepflowError",
+    "__version__",
+    "digest",
+    "load_jobs",
+]

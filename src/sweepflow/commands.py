@@ -1,0 +1,124 @@
+"""Turn a job's plan into concrete invocations: argv lists, calls, parameter files.
+
+The same invocations are printed by ``--dry-run`` and executed by the run-job flow, so
+what a dry run shows is exactly what runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .expansion import Plan
+from .hashing import digest
+from .settings import state_dir
+
+__all__ = ["Invocation", "invocations", "trial_digest"]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One unit of work: a trial, a batch, or (for ``submit``) the whole job.
+
+    Attributes:
+        kind: ``run``, ``call`` or ``submit``.
+        index: Position of the unit (trial or batch number, from 0).
+        batch: Index of the batch the unit belongs to.
+        params: The trial's parameters (``per: trial``), else ``{}``.
+        items: The ``key=value`` items handed to the program (params, then ``add``).
+        argv: The command line for ``run`` and ``submit`` (no shell).
+        function: ``module:function`` for ``call``.
+        param_file: For ``submit``: the parameter file handed to the handler.
+        lines: For ``submit``: the parameter file's lines (shell-quoted items).
+        digest: Digest of the command and parameters (names the unit's folder).
+    """
+
+    kind: Literal["run", "call", "submit"]
+    index: int
+    batch: int
+    items: tuple[str, ...]
+    params: dict[str, str] = field(default_factory=dict)
+    argv: tuple[str, ...] = ()
+    function: str = ""
+    param_file: Path | None = None
+    lines: tuple[str, ...] = ()
+    digest: str = ""
+
+
+def trial_digest(kind: str, command: str, params: dict[str, str]) -> str:
+    """The digest naming a trial: its command and canonical parameters."""
+    return digest({"kind": kind, "command": command, "params": params})
+
+
+def _trial_units(plan: Plan) -> Iterator[tuple[int, dict[str, str], list[str]]]:
+    """(batch index, params, items) of every trial."""
+    first = 0
+    for compiled in plan.sets:
+        for batch, params in compiled.iter_indexed_trials():
+            yield first + batch, params, [f"{k}={v}" for k, v in params.items()] + compiled.add
+        first += compiled.count()[0]
+
+
+def _batch_units(plan: Plan, sweep_root: Path) -> Iterator[tuple[int, list[str]]]:
+    """(batch index, items) of every batch, Hydra ``--multirun`` style."""
+    job = plan.job
+    for index, (compiled, batch) in enumerate(plan.iter_batches()):
+        args = [f"{key}=" + ",".join(values) for key, values in batch]
+        sweep_dir = sweep_root / digest({"command": job.command, "args": args})[:12]
+        yield index, [
+            "--multirun",
+            *args,
+            f"hydra.job.name={job.experiment}",
+            f"hydra.sweep.dir={sweep_dir}",
+            *compiled.add,
+        ]
+
+
+def invocations(
+    plan: Plan, extra: list[str] | tuple[str, ...] = (), project_dir: Path | None = None
+) -> Iterator[Invocation]:
+    """Yield the invocations of a plan, lazily (one per trial, batch, or one in all).
+
+    Args:
+        plan: The compiled job.
+        extra: Arguments after ``--`` on the command line, appended verbatim.
+        project_dir: Folder of the job file (anchors the state folder).
+    """
+    job = plan.job
+    kind = job.kind
+    if extra and kind == "call":
+        raise job.error("is a call: job; arguments after -- apply to run: and submit: jobs")
+    runs = state_dir(project_dir) / "runs" / job.key
+    if job.per == "batch":
+        units = ((i, i, {}, items) for i, items in _batch_units(plan, runs / "multirun"))
+    else:
+        units = ((i, b, p, items) for i, (b, p, items) in enumerate(_trial_units(plan)))
+    if kind == "submit":
+        yield _submit(plan, units, extra, runs)
+        return
+    head = shlex.split(job.command)
+    for index, batch, params, items in units:
+        unit_digest = trial_digest(kind, job.command, params or {"args": items})
+        if kind == "run":
+            argv = (*head, *items, *extra)
+            yield Invocation(kind, index, batch, tuple(items), params, argv, digest=unit_digest)
+        else:
+            function = job.command
+            yield Invocation(
+                kind, index, batch, tuple(items), params, function=function, digest=unit_digest
+            )
+
+
+def _submit(plan: Plan, units, extra, runs: Path) -> Invocation:
+    lines = tuple(shlex.join(items) for _, _, _, items in units)
+    text = "".join(line + "\n" for line in lines)
+    name = f"params-{digest({'command': plan.job.command, 'text': text})[:12]}.txt"
+    param_file = runs / name
+    argv = (*shlex.split(plan.job.command), *extra, str(param_file))
+    return Invocation(
+        "submit", 0, 0, (), argv=argv, param_file=param_file, lines=lines,
+        digest=digest({"argv": argv, "text": text}),
+    )

@@ -1,0 +1,159 @@
+"""What the CLI prints about jobs: dry runs (text or JSON lines), job lists, resolved jobs.
+
+Dry runs stream: a million-trial job prints line by line in constant memory.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from .commands import Invocation, invocations
+from .errors import SweepflowError
+from .expansion import Plan
+from .jobs import JobFile
+
+__all__ = ["print_dry_run", "print_jobs", "print_show", "summary"]
+
+
+def summary(trials: int, batches: int) -> str:
+    """``12 trials in 2 batches``.
+
+    >>> summary(1, 1)
+    '1 trial in 1 batch'
+    """
+    return (
+        f"{trials:,} trial{'s' if trials != 1 else ''} in "
+        f"{batches:,} batch{'es' if batches != 1 else ''}"
+    )
+
+
+def _text(unit: Invocation) -> str:
+    if unit.kind == "call":
+        return f"{unit.function}({list(unit.items)!r})"
+    lines = [shlex.join(unit.argv)]
+    if unit.kind == "submit":
+        name = unit.param_file.name if unit.param_file else "parameter file"
+        lines.append(f"# {name} ({len(unit.lines)} line{'s' if len(unit.lines) != 1 else ''}):")
+        lines.extend(unit.lines)
+    return "\n".join(lines)
+
+
+def _record(job: str, unit: Invocation) -> dict[str, Any]:
+    record: dict[str, Any] = {"job": job, "kind": unit.kind}
+    if unit.kind == "submit":
+        record |= {"argv": list(unit.argv), "param_file": str(unit.param_file)}
+        record["lines"] = list(unit.lines)
+        return record
+    record |= {"index": unit.index, "batch": unit.batch}
+    if unit.params:
+        record["params"] = unit.params
+    if unit.kind == "run":
+        record["argv"] = list(unit.argv)
+    else:
+        record |= {"call": unit.function, "args": list(unit.items)}
+    record["id"] = unit.digest[:12]
+    return record
+
+
+def print_dry_run(
+    plan: Plan,
+    extra: list[str],
+    project_dir: Path | None,
+    *,
+    as_json: bool = False,
+    out: TextIO | None = None,
+) -> None:
+    """Print every invocation of ``plan`` then a one-line summary."""
+    out = out or sys.stdout
+    batches, trials = plan.count()
+    key = plan.job.key
+    write = out.write
+    for unit in invocations(plan, extra, project_dir):
+        if as_json:
+            write(json.dumps(_record(key, unit)) + "\n")
+        else:
+            write(_text(unit) + "\n")
+    if as_json:
+        write(json.dumps({"summary": {"job": key, "trials": trials, "batches": batches}}) + "\n")
+    else:
+        write(summary(trials, batches) + "\n")
+    out.flush()
+
+
+def print_jobs(jobfile: JobFile) -> None:
+    """A table of the jobs: name, kind, command, trials, batches, status."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=str(jobfile.path) if jobfile.path else None, title_justify="left")
+    for column in ("job", "kind", "command", "trials", "batches", "status"):
+        table.add_column(column, justify="right" if column in ("trials", "batches") else "left")
+    for name, job in jobfile.jobs.items():
+        try:
+            batches, trials = job.plan().count()
+            row = [job.kind, job.command, f"{trials:,}", f"{batches:,}", "ok"]
+        except SweepflowError as exc:
+            row = ["?", "", "", "", f"invalid: {exc}"]
+            if job.run or job.call or job.submit:
+                row[:2] = [
+                    next(k for k in ("run", "call", "submit") if getattr(job, k)),
+                    next(getattr(job, k) for k in ("run", "call", "submit") if getattr(job, k)),
+                ]
+        table.add_row(name, *row, style=None if row[-1] == "ok" else "red")
+    Console(soft_wrap=False).print(table)
+
+
+def print_show(jobfile: JobFile, names: list[str]) -> None:
+    """Print the named jobs resolved: every setting, and each set as it expands."""
+    resolved: dict[str, Any] = {}
+    for name in names:
+        job = jobfile.jobs[name]
+        data = job.model_dump(mode="json", exclude={"sets"}, exclude_none=True)
+        data = {"experiment": job.experiment, **{k: v for k, v in data.items() if k != "name"}}
+        try:
+            plan = job.plan()
+            batches, trials = plan.count()
+            data["sets"] = [_set_view(compiled) for compiled in plan.sets]
+            data["batches"], data["trials"] = batches, trials
+        except SweepflowError as exc:
+            data["invalid"] = str(exc)
+            data["sets"] = [s.model_dump(mode="json") for s in job.sets]
+        resolved[name] = data
+    sys.stdout.write(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+
+def _set_view(compiled) -> dict[str, Any]:
+    batches, trials = compiled.count()
+    view: dict[str, Any] = {}
+    if compiled.each:
+        view["each"] = [_token_view(t) for t in compiled.each]
+    if compiled.zipped:
+        view["zip"] = {p.key: _values_view(p) for p in compiled.zipped}
+    if compiled.all:
+        view["all"] = {p.key: _values_view(p) for p in compiled.all}
+    if compiled.add:
+        view["add"] = list(compiled.add)
+    view["batches"], view["trials"] = batches, trials
+    return view
+
+
+def _token_view(token) -> Any:
+    from ._sweep_nodes import Pipe
+
+    if isinstance(token, Pipe):
+        return {"alternatives": [alt.joined() for alt in token.alternatives]}
+    return {token.key: _values_view(token)}
+
+
+def _values_view(param) -> Any:
+    n = len(param)
+    if n <= 12:
+        return list(param)
+    head = [v for _, v in zip(range(5), param, strict=False)]
+    return f"{', '.join(head)}, ... ({n:,} values)"

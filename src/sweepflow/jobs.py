@@ -1,0 +1,363 @@
+"""Job files: the ``sweepflow.yaml`` schema (pydantic) and :func:`load_jobs`.
+
+A job file maps job names to jobs. Structural problems (YAML syntax, unknown keys,
+wrong types) make the whole file invalid and are all reported at once, each with its
+``file:line`` and key path. A job's own semantic problems (no command, a sweep syntax
+error, ``zip`` lists of unequal length) surface only when that job is expanded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+
+from ._source import Source, format_path, suggest
+from .errors import JobError, JobFileError
+
+__all__ = ["DEFAULT_FILES", "Job", "JobFile", "Schedule", "SweepSet", "find_job_file", "load_jobs"]
+
+DEFAULT_FILES = ("sweepflow.yaml", "hydraflow.yaml")
+_JOB_ALIASES = {"steps": "sets"}
+_SET_ALIASES = {"batch": "each", "args": "all", "with": "add"}
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+_CRON_FIELD = re.compile(r"[\d*/,\-A-Za-z?LW#]+")
+
+
+def _words(value: Any) -> Any:
+    """Accept a list of strings where a sweep string is expected (joined by spaces)."""
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return " ".join(str(v) for v in value)
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class SweepSet(_Model):
+    """One parameter set of a job.
+
+    Attributes:
+        each: Tokens swept across batches (one batch per combination).
+        all: Tokens swept inside each batch (``key=v1,v2`` items).
+        add: Arguments appended verbatim; merged key by key with the job's ``add``.
+        zip: Linked tokens advanced together (equal lengths), e.g. ``lr=0.1,0.01 wd=1,2``.
+        seeds: Replicates: ``N`` means ``seed=0:N-1``; or a token such as ``seed=0:4``.
+    """
+
+    each: str = Field("", description="Tokens swept across batches.")
+    all: str = Field("", description="Tokens swept inside each batch.")
+    add: str | None = Field(None, description="Arguments appended verbatim.")
+    zip: str = Field("", description="Linked parameters advanced together.")
+    seeds: int | str | None = Field(None, description="Replicates: N or seed=0:4.")
+
+    _each = field_validator("each", "all", "add", "zip", mode="before")(_words)
+
+
+class Schedule(_Model):
+    """A cron schedule for the job's deployment."""
+
+    cron: str = Field(description="Five-field cron expression, e.g. '0 3 * * *'.")
+    timezone: str | None = Field(None, description="IANA time zone, e.g. 'Europe/Berlin'.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
+            raise ValueError(
+                f"'{value}' is not a five-field cron expression (minute hour day month "
+                "weekday), e.g. '0 3 * * *'"
+            )
+        return value
+
+
+class Job(_Model):
+    """One job of a job file: a command, its parameter sets, and how to run it."""
+
+    name: str = Field("", description="MLflow experiment name; defaults to the job's key.")
+    run: str | None = Field(None, description="Command run per trial (no shell).")
+    call: str | None = Field(None, description="Python function 'module:function'.")
+    submit: str | None = Field(None, description="Handler given one parameter file.")
+    add: str = Field("", description="Arguments appended verbatim to every command.")
+    sets: tuple[SweepSet, ...] = Field((), description="Parameter sets.")
+    seeds: int | str | None = Field(None, description="Replicates for every set.")
+    per: Literal["trial", "batch"] = Field("trial", description="Task granularity.")
+    profile: str | None = Field(None, description="Execution profile name or path.")
+    retries: int = Field(0, ge=0, description="Retries of a failed trial.")
+    timeout: float | None = Field(None, gt=0, description="Seconds (or '10m', '1h30m').")
+    cache: bool = Field(True, description="Reuse results of unchanged trials.")
+    watch: tuple[str, ...] = Field((), description="Globs of files in the code fingerprint.")
+    schedule: Schedule | None = Field(None, description="Cron schedule of the deployment.")
+    tags: tuple[str, ...] = Field((), description="Tags for MLflow and Prefect.")
+    description: str = Field("", description="Free text shown by 'sweepflow show'.")
+
+    _key: str = PrivateAttr("")
+    _source: Source | None = PrivateAttr(None)
+
+    _add = field_validator("add", mode="before")(_words)
+
+    @field_validator("watch", "tags", mode="before")
+    @classmethod
+    def _string_list(cls, value: Any) -> Any:
+        return value.split() if isinstance(value, str) else value
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        return {"cron": value} if isinstance(value, str) else value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = _DURATION.fullmatch(value.strip())
+        if not value.strip() or not match or not any(match.groups()):
+            raise ValueError(f"'{value}' is not a duration: write seconds (90) or 90s, 10m, 1h30m")
+        h, m, s = (float(g) if g else 0.0 for g in match.groups())
+        return h * 3600 + m * 60 + s
+
+    @property
+    def key(self) -> str:
+        """The job's name in the job file."""
+        return self._key
+
+    @property
+    def experiment(self) -> str:
+        """The MLflow experiment name: ``name`` or the job's key."""
+        return self.name or self._key
+
+    @property
+    def kind(self) -> Literal["run", "call", "submit"]:
+        """Which of ``run`` / ``call`` / ``submit`` the job uses (checked)."""
+        given = [k for k in ("run", "call", "submit") if getattr(self, k) is not None]
+        if len(given) != 1:
+            what = "none of" if not given else "more than one of"
+            raise self.error(
+                f"has {what} run / call / submit: give exactly one, e.g. 'run: python train.py'"
+            )
+        return given[0]  # type: ignore[return-value]
+
+    @property
+    def command(self) -> str:
+        """The value of the job's ``run`` / ``call`` / ``submit`` key."""
+        return getattr(self, self.kind)
+
+    def where(self, *path: str | int) -> str:
+        """``key path at file:line`` for messages about this job."""
+        full = ("jobs", self._key, *path)
+        place = self._source.where(full) if self._source else "?"
+        return f"{format_path(full)} at {place}"
+
+    def error(self, message: str, *path: str | int) -> JobError:
+        """A :class:`JobError` located at this job (or a key path below it)."""
+        return JobError(f"Job '{self._key}' {message} ({self.where(*path)})")
+
+    def plan(self, overrides: list[str] | tuple[str, ...] = ()):  # -> Plan
+        """Compile the job (and command-line overrides) into a lazy expansion plan."""
+        from .expansion import Plan
+
+        return Plan.compile(self, list(overrides))
+
+    def batches(self) -> list[list[str]]:
+        """Every batch: the ``each`` assignment followed by the ``all`` lists."""
+        return [list(batch) for batch in self.plan().iter_batch_args()]
+
+    def trials(self) -> list[dict[str, str]]:
+        """Every concrete assignment, in batch order (``all`` lists expanded)."""
+        return list(self.plan().iter_trials())
+
+    def iter_trials(self) -> Iterator[dict[str, str]]:
+        """Stream the trials in constant memory."""
+        return self.plan().iter_trials()
+
+
+class JobFile(_Model):
+    """A whole job file: ``jobs`` by name."""
+
+    jobs: dict[str, Job] = Field(default_factory=dict, description="Jobs by name.")
+
+    _source: Source | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> Path | None:
+        """Where the file was read from."""
+        return self._source.path if self._source else None
+
+    def job(self, name: str) -> Job:
+        """Return the job called ``name``, or raise with the valid names."""
+        if name in self.jobs:
+            return self.jobs[name]
+        where = self._source.display if self._source else "the job file"
+        names = ", ".join(self.jobs) or "none"
+        hint = suggest(name, list(self.jobs))
+        if not hint.startswith(" —"):
+            hint = ""
+        raise JobError(f"No job '{name}' in {where}{hint} (jobs: {names})")
+
+
+def find_job_file(directory: str | Path = ".") -> Path:
+    """Return ``sweepflow.yaml`` (or else ``hydraflow.yaml``) in ``directory``."""
+    for name in DEFAULT_FILES:
+        candidate = Path(directory) / name
+        if candidate.is_file():
+            return candidate
+    raise JobFileError(
+        [
+            f"No job file in {Path(directory).resolve()}: create sweepflow.yaml "
+            "(or pass --file PATH)"
+        ]
+    )
+
+
+def load_jobs(path: str | Path | None = None) -> JobFile:
+    """Load and validate a job file (default: ``sweepflow.yaml`` in the cwd).
+
+    Raises:
+        JobFileError: Listing every structural problem with its file:line and key path.
+    """
+    source = Source.read(path if path is not None else find_job_file())
+    problems: list[str] = []
+    data = _normalise(source, problems)
+    try:
+        jobfile = JobFile.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_describe(source, error) for error in exc.errors())
+    if problems:
+        raise JobFileError(sorted(problems, key=_line_of))
+    jobfile._source = source
+    for key, job in jobfile.jobs.items():
+        job._key, job._source = key, source
+    return jobfile
+
+
+def _line_of(problem: str) -> int:
+    match = re.search(r":(\d+)\b", problem)
+    return int(match.group(1)) if match else 0
+
+
+def _normalise(source: Source, problems: list[str]) -> Any:
+    """Rename aliases (``steps``, ``batch``, ``args``), recording their lines."""
+    data = source.data
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"{source.display} must be a mapping with a 'jobs' key")
+        return {}
+    jobs = data.get("jobs")
+    if not isinstance(jobs, dict):
+        return data
+    for name, job in jobs.items():
+        path = ("jobs", str(name))
+        job = _rename(source, job, _JOB_ALIASES, path, problems)
+        jobs[name] = job
+        if isinstance(job, dict) and isinstance(job.get("sets"), list):
+            job["sets"] = [
+                _rename(source, item, _SET_ALIASES, (*path, "sets", i), problems)
+                for i, item in enumerate(job["sets"])
+            ]
+    return data
+
+
+def _rename(
+    source: Source, item: Any, aliases: dict[str, str], path: tuple, problems: list[str]
+) -> Any:
+    if not isinstance(item, dict):
+        return item
+    renamed = dict(item)
+    for alias, name in aliases.items():
+        if alias not in renamed:
+            continue
+        if name in renamed:
+            problems.append(
+                f"Both '{name}' and its alias '{alias}' in {format_path(path)} at "
+                f"{source.where((*path, alias))}: keep one"
+            )
+            del renamed[alias]
+            continue
+        renamed[name] = renamed.pop(alias)
+        if (*path, alias) in source.lines:
+            source.lines[(*path, name)] = source.lines[(*path, alias)]
+            _move_lines(source, (*path, alias), (*path, name))
+    return renamed
+
+
+def _move_lines(source: Source, old: tuple, new: tuple) -> None:
+    for key in [k for k in source.lines if k[: len(old)] == old and len(k) > len(old)]:
+        source.lines[new + key[len(old) :]] = source.lines[key]
+
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "list_type": "a list",
+    "tuple_type": "a list",
+}
+
+
+def _describe(source: Source, error: dict[str, Any]) -> str:
+    """One line for one pydantic error: what, where, how to fix."""
+    loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent, key = loc[:-1], str(loc[-1])
+        fields = _fields_at(parent)
+        return (
+            f"Unknown key '{key}' in {format_path(parent) or 'the top level'} at "
+            f"{source.where(loc)}{suggest(key, fields)}"
+        )
+    got = error.get("input")
+    got_text = f", got {got!r}" if not isinstance(got, (dict, list)) else ""
+    if kind == "literal_error":
+        what = "expected " + error["msg"].removeprefix("Input should be ") + got_text
+    elif kind in _TYPE_WORDS and _TYPE_WORDS[kind]:
+        what = f"expected {_TYPE_WORDS[kind]}{got_text}"
+    else:
+        what = error["msg"].removeprefix("Value error, ") + (
+            got_text if kind.startswith(("greater", "literal")) else ""
+        )
+    return f"Invalid value for {format_path(loc)} at {source.where(loc)}: {what}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    """Pydantic inserts union member names (``int``, ``str``) into error locations."""
+    return isinstance(part, str) and (
+        part in {"int", "str", "float", "bool", "none"} or "[" in part or part == "Schedule"
+    )
+
+
+def _fields_at(path: tuple) -> list[str]:
+    model: type[BaseModel] = JobFile
+    depth = len(path)
+    if depth >= 2:
+        model = Job
+    if depth >= 4 and path[2] == "sets":
+        model = SweepSet
+    if depth >= 3 and path[2] == "schedule":
+        model = Schedule
+    names = list(model.model_fields)
+    if model is Job:
+        names += list(_JOB_ALIASES)
+    if model is SweepSet:
+        names += list(_SET_ALIASES)
+    return names

@@ -1,0 +1,3 @@
+"""Prefect task definitions: thin wrappers around sweepflow core functions."""
+
+__all__: list[str] = []
