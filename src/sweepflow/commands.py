@@ -33,7 +33,7 @@ class Invocation:
         function: ``module:function`` for ``call``.
         param_file: For ``submit``: the parameter file handed to the handler.
         lines: For ``submit``: the parameter file's lines (shell-quoted items).
-        digest: Digest of the command and parameters (names the unit's folder).
+        command: The job's ``run`` / ``call`` / ``submit`` value.
     """
 
     kind: Literal["run", "call", "submit"]
@@ -45,7 +45,14 @@ class Invocation:
     function: str = ""
     param_file: Path | None = None
     lines: tuple[str, ...] = ()
-    digest: str = ""
+    command: str = ""
+
+    @property
+    def digest(self) -> str:
+        """Digest of the command and parameters (names the unit's folder)."""
+        if self.kind == "submit":
+            return digest({"argv": self.argv, "lines": self.lines})
+        return trial_digest(self.kind, self.command, self.params or {"args": list(self.items)})
 
 
 def trial_digest(kind: str, command: str, params: dict[str, str]) -> str:
@@ -100,15 +107,14 @@ def invocations(
         yield _submit(plan, units, extra, runs)
         return
     head = shlex.split(job.command)
+    command = job.command
     for index, batch, params, items in units:
-        unit_digest = trial_digest(kind, job.command, params or {"args": items})
         if kind == "run":
             argv = (*head, *items, *extra)
-            yield Invocation(kind, index, batch, tuple(items), params, argv, digest=unit_digest)
+            yield Invocation(kind, index, batch, tuple(items), params, argv, command=command)
         else:
-            function = job.command
             yield Invocation(
-                kind, index, batch, tuple(items), params, function=function, digest=unit_digest
+                kind, index, batch, tuple(items), params, function=command, command=command
             )
 
 
@@ -120,5 +126,5 @@ def _submit(plan: Plan, units, extra, runs: Path) -> Invocation:
     argv = (*shlex.split(plan.job.command), *extra, str(param_file))
     return Invocation(
         "submit", 0, 0, (), argv=argv, param_file=param_file, lines=lines,
-        digest=digest({"argv": argv, "text": text}),
+        command=plan.job.command,
     )

@@ -125,12 +125,18 @@ class CompiledSet:
 
     def iter_trials(self) -> Iterator[dict[str, str]]:
         """Every trial of the set, in batch order."""
+        if self._flat():
+            # Fast path: every key fixed, so one flat product; the loop stays in C.
+            keys = [p.key for p in self.each] + [p.key for p in self.all]
+            return map(dict, map(zip, itertools.repeat(keys), _product([*self.each, *self.all])))
         return (trial for _, trial in self.iter_indexed_trials())
+
+    def _flat(self) -> bool:
+        return all(isinstance(t, Param) for t in self.each) and not self.zipped
 
     def iter_indexed_trials(self) -> Iterator[tuple[int, dict[str, str]]]:
         """Every trial with the index of its batch within the set."""
-        if all(isinstance(t, Param) for t in self.each) and not self.zipped:
-            # Fast path: every key fixed, one flat product; batches are equal blocks.
+        if self._flat():  # batches are equal blocks of the flat product
             keys = [p.key for p in self.each] + [p.key for p in self.all]
             inner = math.prod(len(p) for p in self.all)
             for i, combo in enumerate(_product([*self.each, *self.all])):
@@ -257,8 +263,7 @@ class Plan:
 
     def iter_trials(self) -> Iterator[dict[str, str]]:
         """Every trial (a concrete assignment), in batch order."""
-        for compiled in self.sets:
-            yield from compiled.iter_trials()
+        return itertools.chain.from_iterable(s.iter_trials() for s in self.sets)
 
 
 def _parse_override(text: str) -> list[Param | Pipe]:
