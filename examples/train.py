@@ -22,10 +22,14 @@ def fit(args: list[str]) -> dict[str, float]:
     loss = 0.0
     for _ in range(epochs):
         gw = gb = gc = loss = 0.0
-        for x, y in zip(xs, ys):
+        for x, y in zip(xs, ys, strict=False):
             err = w * x + b + (c * x * x if model == "quadratic" else 0) - y
             loss += err * err / len(xs)
-            gw, gb, gc = gw + 2 * err * x / len(xs), gb + 2 * err / len(xs), gc + 2 * err * x * x / len(xs)
+            gw, gb, gc = (
+                gw + 2 * err * x / len(xs),
+                gb + 2 * err / len(xs),
+                gc + 2 * err * x * x / len(xs),
+            )
         w, b, c = w - lr * gw, b - lr * gb, c - lr * gc
     return {"loss": loss, "w": w, "b": b}
 

@@ -63,7 +63,9 @@ class Source:
             source.data = yaml.safe_load(text)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
-            where = f"{source.display}:{mark.line + 1}:{mark.column + 1}" if mark else source.display
+            where = (
+                f"{source.display}:{mark.line + 1}:{mark.column + 1}" if mark else source.display
+            )
             raise JobFileError(
                 [f"YAML syntax error at {where}: {exc.problem or exc.context}"]
             ) from exc

@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .errors import SweepSyntaxError
 from ._sweep_nodes import (
     SI_EXPONENTS,
     LinSpace,
@@ -24,6 +23,7 @@ from ._sweep_nodes import (
     ValueList,
     with_exponent,
 )
+from .errors import SweepSyntaxError
 
 __all__ = ["parse_param", "parse_token", "parse_values", "reject_pipes", "tokens"]
 
@@ -227,9 +227,11 @@ def _item(span: _Span) -> Node:
     if text[0] in "'\"[{" or "${" in text:
         return Literal(text)  # quoted text, Hydra lists, dicts and interpolations
     function = _FUNCTION.match(text)
-    if function and text.endswith(")") and _closing(text, len(function.group(0)) - 1) == len(
-        text
-    ) - 1:
+    if (
+        function
+        and text.endswith(")")
+        and _closing(text, len(function.group(0)) - 1) == len(text) - 1
+    ):
         return _function(span, function.group(1))
     if "(" in text:
         return _product(span)

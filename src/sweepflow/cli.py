@@ -34,9 +34,9 @@ FileOption = Annotated[
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from . import __version__
 
-        typer.echo(f"sweepflow {version('sweepflow')}")
+        typer.echo(f"sweepflow {__version__}")
         raise typer.Exit()
 
 
@@ -124,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         cut = args.index("--")
         args, extra = args[:cut], args[cut + 1 :]
     debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]  # accepted anywhere before --
     command = typer.main.get_command(app)
     try:
-        result = command.main(args, prog_name="sweepflow", standalone_mode=False, obj={"extra": extra})
+        result = command.main(
+            args, prog_name="sweepflow", standalone_mode=False, obj={"extra": extra}
+        )
         return result if isinstance(result, int) else 0
     except SweepflowError as exc:
         if debug:
@@ -140,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click errors
             if type(exc).__name__ == "Abort":
                 return 130
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                typer.echo(exc.ctx.get_help())
+                return 0
             hint = ""
             ctx = getattr(exc, "ctx", None)
             if ctx is not None:
@@ -149,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         typer.echo(
-            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the "
-            "traceback)",
+            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
             err=True,
         )
         return 1

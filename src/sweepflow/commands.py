@@ -75,13 +75,16 @@ def _batch_units(plan: Plan, sweep_root: Path) -> Iterator[tuple[int, list[str]]
     for index, (compiled, batch) in enumerate(plan.iter_batches()):
         args = [f"{key}=" + ",".join(values) for key, values in batch]
         sweep_dir = sweep_root / digest({"command": job.command, "args": args})[:12]
-        yield index, [
-            "--multirun",
-            *args,
-            f"hydra.job.name={job.experiment}",
-            f"hydra.sweep.dir={sweep_dir}",
-            *compiled.add,
-        ]
+        yield (
+            index,
+            [
+                "--multirun",
+                *args,
+                f"hydra.job.name={job.experiment}",
+                f"hydra.sweep.dir={sweep_dir}",
+                *compiled.add,
+            ],
+        )
 
 
 def invocations(
@@ -125,6 +128,12 @@ def _submit(plan: Plan, units, extra, runs: Path) -> Invocation:
     param_file = runs / name
     argv = (*shlex.split(plan.job.command), *extra, str(param_file))
     return Invocation(
-        "submit", 0, 0, (), argv=argv, param_file=param_file, lines=lines,
+        "submit",
+        0,
+        0,
+        (),
+        argv=argv,
+        param_file=param_file,
+        lines=lines,
         command=plan.job.command,
     )

@@ -87,26 +87,30 @@ def print_dry_run(
 
 
 def print_jobs(jobfile: JobFile) -> None:
-    """A table of the jobs: name, kind, command, trials, batches, status."""
+    """A table of the jobs (name, kind, command, trials, batches, status), then the
+    reason of every invalid job on a line of its own."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=str(jobfile.path) if jobfile.path else None, title_justify="left")
     for column in ("job", "kind", "command", "trials", "batches", "status"):
         table.add_column(column, justify="right" if column in ("trials", "batches") else "left")
+    reasons = []
     for name, job in jobfile.jobs.items():
+        given = [k for k in ("run", "call", "submit") if getattr(job, k) is not None]
+        kind = given[0] if len(given) == 1 else "?"
+        command = getattr(job, kind) if kind != "?" else ""
         try:
             batches, trials = job.plan().count()
-            row = [job.kind, job.command, f"{trials:,}", f"{batches:,}", "ok"]
         except SweepflowError as exc:
-            row = ["?", "", "", "", f"invalid: {exc}"]
-            if job.run or job.call or job.submit:
-                row[:2] = [
-                    next(k for k in ("run", "call", "submit") if getattr(job, k)),
-                    next(getattr(job, k) for k in ("run", "call", "submit") if getattr(job, k)),
-                ]
-        table.add_row(name, *row, style=None if row[-1] == "ok" else "red")
-    Console(soft_wrap=False).print(table)
+            reasons.append(f"{name}: {exc}")
+            table.add_row(name, kind, command, "", "", "invalid", style="red")
+            continue
+        table.add_row(name, kind, command, f"{trials:,}", f"{batches:,}", "ok")
+    console = Console(soft_wrap=False)
+    console.print(table)
+    for reason in reasons:
+        console.print(f"invalid {reason}", style="red", soft_wrap=True, markup=False)
 
 
 def print_show(jobfile: JobFile, names: list[str]) -> None:

@@ -42,8 +42,12 @@ class JobFileError(SweepflowError, ValueError):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
-        head = self.problems[0] if len(self.problems) == 1 else (
-            f"{len(self.problems)} problems in the job file:\n  " + "\n  ".join(self.problems)
+        head = (
+            self.problems[0]
+            if len(self.problems) == 1
+            else (
+                f"{len(self.problems)} problems in the job file:\n  " + "\n  ".join(self.problems)
+            )
         )
         super().__init__(head)
 

@@ -100,9 +100,7 @@ class CompiledSet:
     add: list[str] = field(default_factory=list)
 
     def factors(self) -> list[_Factor]:
-        factors = [
-            _pipe_factor(t) if isinstance(t, Pipe) else _param_factor(t) for t in self.each
-        ]
+        factors = [_pipe_factor(t) if isinstance(t, Pipe) else _param_factor(t) for t in self.each]
         if self.zipped:
             rows = list(zip(*(tuple(p) for p in self.zipped), strict=True))
             keys = tuple(p.key for p in self.zipped)

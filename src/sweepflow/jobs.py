@@ -28,7 +28,7 @@ from .errors import JobError, JobFileError
 __all__ = ["DEFAULT_FILES", "Job", "JobFile", "Schedule", "SweepSet", "find_job_file", "load_jobs"]
 
 DEFAULT_FILES = ("sweepflow.yaml", "hydraflow.yaml")
-_JOB_ALIASES = {"steps": "sets"}
+_JOB_ALIASES = {"steps": "sets", "with": "add"}
 _SET_ALIASES = {"batch": "each", "args": "all", "with": "add"}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 _CRON_FIELD = re.compile(r"[\d*/,\-A-Za-z?LW#]+")
@@ -39,6 +39,17 @@ def _words(value: Any) -> Any:
     if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
         return " ".join(str(v) for v in value)
     return value
+
+
+def _seeds_spec(value: Any) -> Any:
+    """``seeds`` is a count or a sweep token; reject what would be silently coerced."""
+    if (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, int) and not isinstance(value, bool))
+    ):
+        return value
+    raise ValueError(f"expected a count (3) or a token such as seed=0:4, got {value!r}")
 
 
 class _Model(BaseModel):
@@ -63,6 +74,7 @@ class SweepSet(_Model):
     seeds: int | str | None = Field(None, description="Replicates: N or seed=0:4.")
 
     _each = field_validator("each", "all", "add", "zip", mode="before")(_words)
+    _seeds = field_validator("seeds", mode="before")(_seeds_spec)
 
 
 class Schedule(_Model):
@@ -107,6 +119,7 @@ class Job(_Model):
     _source: Source | None = PrivateAttr(None)
 
     _add = field_validator("add", mode="before")(_words)
+    _seeds = field_validator("seeds", mode="before")(_seeds_spec)
 
     @field_validator("watch", "tags", mode="before")
     @classmethod
@@ -215,10 +228,7 @@ def find_job_file(directory: str | Path = ".") -> Path:
         if candidate.is_file():
             return candidate
     raise JobFileError(
-        [
-            f"No job file in {Path(directory).resolve()}: create sweepflow.yaml "
-            "(or pass --file PATH)"
-        ]
+        [f"No job file in {Path(directory).resolve()}: create sweepflow.yaml (or pass --file PATH)"]
     )
 
 
@@ -319,6 +329,13 @@ def _describe(source: Source, error: dict[str, Any]) -> str:
     """One line for one pydantic error: what, where, how to fix."""
     loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
     kind = error["type"]
+    if kind == "invalid_key":
+        parent = loc[:-1]
+        return (
+            f"Invalid key {error.get('input')!r} in {format_path(parent)} at {source.where(loc)}:"
+            " keys must be names; an unquoted comma in a YAML flow mapping ({each: a=1,2})"
+            " splits the value, so quote it ({each: 'a=1,2'})"
+        )
     if kind == "extra_forbidden":
         parent, key = loc[:-1], str(loc[-1])
         fields = _fields_at(parent)
@@ -330,7 +347,7 @@ def _describe(source: Source, error: dict[str, Any]) -> str:
     got_text = f", got {got!r}" if not isinstance(got, (dict, list)) else ""
     if kind == "literal_error":
         what = "expected " + error["msg"].removeprefix("Input should be ") + got_text
-    elif kind in _TYPE_WORDS and _TYPE_WORDS[kind]:
+    elif _TYPE_WORDS.get(kind):
         what = f"expected {_TYPE_WORDS[kind]}{got_text}"
     else:
         what = error["msg"].removeprefix("Value error, ") + (
