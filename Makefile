@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml
 # The example job file is examples/sweepflow.yaml; runs from there so its state folder
 # is examples/.sweepflow.
 demo: venv
-	cd examples && ../$(BIN)/sweepflow run train --dry-run
-	cd examples && ../$(BIN)/sweepflow run train
+	cd examples && ../$(BIN)/sweepflow run job_sequential --dry-run
+	cd examples && ../$(BIN)/sweepflow run job_sequential
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,6 +1,7 @@
 """A submit handler: run the program once per line of the parameter file, in order.
 
-Usage: python submit.py PROGRAM PARAM_FILE — exits non-zero if any run fails.
+Usage: python submit.py PROGRAM PARAM_FILE — exits non-zero if any run fails
+(sweepflow then fails the job; HydraFlow ignored a failed handler).
 """
 
 from __future__ import annotations

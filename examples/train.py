@@ -35,5 +35,8 @@ def fit(args: list[str]) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    import sweepflow
+
     metrics = fit(sys.argv[1:])
+    sweepflow.log_metrics(metrics)
     print(" ".join(f"{k}={v:.6g}" for k, v in metrics.items()))

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .analysis import Run, RunCollection, RunLookupError, RunQueryError, runs
 from .errors import JobError, JobFileError, SweepflowError, SweepSyntaxError
 from .hashing import digest
 from .jobs import Job, JobFile, SweepSet, load_jobs
+from .program import ConfigError, main
+from .report import Report, log_artifact, log_metrics, log_params, read_report
 
 try:
     __version__ = version("sweepflow")
@@ -18,14 +21,26 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "ConfigError",
     "Job",
     "JobError",
     "JobFile",
     "JobFileError",
+    "Report",
+    "Run",
+    "RunCollection",
+    "RunLookupError",
+    "RunQueryError",
     "SweepSet",
     "SweepSyntaxError",
     "SweepflowError",
     "__version__",
     "digest",
     "load_jobs",
+    "log_artifact",
+    "log_metrics",
+    "log_params",
+    "main",
+    "read_report",
+    "runs",
 ]

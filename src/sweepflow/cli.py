@@ -69,22 +69,44 @@ def run(
         bool, typer.Option("--dry-run", "-n", help="Print what would run; run nothing.")
     ] = False,
     json: Annotated[bool, typer.Option("--json", help="With --dry-run: JSON lines.")] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Ignore cached results; run every trial.")
+    ] = False,
+    max_parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parallel", "-j", min=1, help="Trials in flight at once (default: cores)."
+        ),
+    ] = None,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Start no new trial after one fails.")
+    ] = False,
     file: FileOption = None,
-) -> None:
-    """Run JOB: every trial of its sweep (``--dry-run`` prints them instead)."""
-    from .dryrun import print_dry_run
-
+) -> int:
+    """Run JOB: every trial of its sweep as a cached Prefect task, tracked in MLflow."""
     jobfile = _load(file)
-    plan = jobfile.job(job).plan(overrides or [])
+    plan = jobfile.job(job).plan(overrides or [])  # bad input fails here, before anything starts
     project = jobfile.path.parent if jobfile.path else None
     extra = (ctx.obj or {}).get("extra", [])
-    print_dry_run(plan, extra, project, as_json=json)
-    if not dry_run:
-        typer.echo(
-            "note: executing trials arrives with the run-job flow; this build only plans "
-            "(shown above as a dry run), nothing was run",
-            err=True,
-        )
+    if dry_run:
+        from .dryrun import print_dry_run
+
+        print_dry_run(plan, extra, project, as_json=json)
+        return 0
+    from .commands import invocations
+
+    next(invocations(plan, extra, project), None)  # e.g. '--' arguments on a call: job
+    from .console import run_in_terminal
+
+    return run_in_terminal(
+        job=job,
+        overrides=list(overrides or []),
+        job_file=str(jobfile.path.resolve()) if jobfile.path else None,
+        refresh=refresh,
+        extra=list(extra),
+        max_parallel=max_parallel,
+        fail_fast=fail_fast,
+    )
 
 
 @app.command()

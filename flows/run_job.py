@@ -1,0 +1,180 @@
+"""The run-job flow: every trial of a job as a cached Prefect task, tracked in MLflow."""
+
+from __future__ import annotations
+
+import os
+import queue
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, runtime
+from prefect.artifacts import create_table_artifact
+from prefect.filesystems import LocalFileSystem
+from prefect.results import ResultStore
+from prefect.serializers import JSONSerializer
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from sweepflow.execute import TrialResult, TrialSpec, terminate_all
+from sweepflow.jobs import find_job_file, load_jobs
+from sweepflow.progress import TrialOutcome, current_sink
+from sweepflow.settings import state_dir
+from sweepflow.tracking import Tracker, default_tracking_uri, versions
+from sweepflow.trials import build_specs
+from tasks.trials import run_trial
+
+__all__ = ["run_job"]
+
+
+def _store(state: Path) -> ResultStore:
+    storage = LocalFileSystem(basepath=str(state / "results"))
+    return ResultStore(result_storage=storage, serializer=JSONSerializer())
+
+
+def _cached(store: ResultStore, key: str) -> TrialResult | None:
+    if not key or not store.exists(key):
+        return None
+    value = store.read(key).result
+    return value if isinstance(value, TrialResult) else None
+
+
+def _outcome(spec: TrialSpec, status: str, result: TrialResult | None, error: str = ""):
+    return TrialOutcome(
+        spec.index,
+        spec.label,
+        status,
+        result.duration if result else None,
+        dict(result.metrics) if result else {},
+        error,
+        spec.workdir,
+    )
+
+
+@flow(name="run-job", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))
+def run_job(
+    job: str,
+    overrides: list[str] | None = None,
+    job_file: str | None = None,
+    profile: str | None = None,
+    refresh: bool = False,
+    extra: list[str] | None = None,
+    max_parallel: int | None = None,
+    fail_fast: bool = False,
+) -> dict[str, Any]:
+    """Run every trial of ``job`` (with command-line style ``overrides``).
+
+    Cached trials (same command, parameters and code) are not run again and create no
+    task run. Returns the counts and one row per trial.
+    """
+    del profile  # execution profiles arrive with the SLURM issue; local threads for now
+    jobfile = load_jobs(job_file or find_job_file())
+    the_job = jobfile.job(job)
+    plan = the_job.plan(overrides or [])
+    project = jobfile.path.parent.resolve()
+    state = state_dir(project)
+    specs = build_specs(plan, project, extra)
+    store = _store(state)
+    refresh = refresh or not the_job.cache
+    hits = {} if refresh else {s.index: r for s in specs if (r := _cached(store, s.cache_key))}
+    uri = default_tracking_uri(project)
+    tracker = Tracker(uri, the_job.experiment, the_job.key)
+    tracker.reap_stale(lambda key: None if refresh else _cached(store, key))
+    flow_run_id = str(runtime.flow_run.id or "")
+    parent = tracker.start_parent(
+        {"overrides": " ".join(overrides or []), "extra": " ".join(extra or [])},
+        {"prefect.flow_run_id": flow_run_id, "sweepflow.versions": versions()},
+    )
+    sink = current_sink()
+    sink.start(the_job.key, len(specs), len(hits))
+    outcomes: dict[int, TrialOutcome] = {}
+    for spec in specs:
+        if spec.index in hits:
+            outcomes[spec.index] = _outcome(spec, "cached", hits[spec.index])
+            sink.finished(outcomes[spec.index])
+    task = run_trial.with_options(
+        result_storage=state / "results",
+        refresh_cache=refresh,
+        retries=the_job.retries,
+    )
+    todo = [s for s in specs if s.index not in hits]
+    window = max(1, max_parallel or os.cpu_count() or 1)
+    done: queue.Queue = queue.Queue()
+    inflight: dict[Any, tuple[TrialSpec, str]] = {}
+    stop = False
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_ID": tracker.experiment_id}
+    try:
+        while todo or inflight:
+            while todo and len(inflight) < window and not stop:
+                spec = todo.pop(0)
+                run_id = tracker.start_trial(parent, spec.params, _trial_tags(spec))
+                spec = spec.model_copy(update={"env": {**env, "MLFLOW_RUN_ID": run_id}})
+                future = task.submit(spec)
+                inflight[future] = (spec, run_id)
+                future.add_done_callback(done.put)
+            sink.running(len(inflight))
+            if not inflight:
+                break
+            future = done.get()
+            spec, run_id = inflight.pop(future)
+            value = future.result(raise_on_failure=False)
+            ok = isinstance(value, TrialResult)
+            result = value if ok else None
+            error = "" if ok else str(value) if isinstance(value, BaseException) else "failed"
+            tags = {"prefect.task_run_id": str(future.task_run_id)}
+            metrics = result.metrics if result else None
+            tracker.finish_trial(
+                run_id, Path(spec.workdir), params=spec.params, metrics=metrics, ok=ok, tags=tags
+            )
+            outcomes[spec.index] = _outcome(spec, "done" if ok else "failed", result, error)
+            sink.finished(outcomes[spec.index])
+            stop = stop or (fail_fast and not ok)
+    except BaseException:
+        terminate_all()
+        for _, run_id in inflight.values():
+            tracker.client.set_terminated(run_id, status="KILLED")
+        tracker.finish_parent(parent, _counts(outcomes, specs), "KILLED")
+        raise
+    for spec in todo:  # not started because of --fail-fast
+        outcomes[spec.index] = _outcome(spec, "cancelled", None)
+        sink.finished(outcomes[spec.index])
+    counts = _counts(outcomes, specs)
+    failed = counts["failed"] + counts["cancelled"]
+    tracker.finish_parent(parent, counts, "FAILED" if failed else "FINISHED")
+    rows = [outcomes[s.index] for s in specs]
+    _table(the_job.key, rows)
+    summary = {"job": the_job.key, "experiment": the_job.experiment, "tracking_uri": uri}
+    summary |= {"counts": counts, "trials": [vars(o) for o in rows], "parent_run": parent}
+    if failed:
+        raise RuntimeError(f"{failed} of {len(specs)} trials of job '{job}' did not finish")
+    return summary
+
+
+def _trial_tags(spec: TrialSpec) -> dict[str, str]:
+    return {
+        "sweepflow.trial": spec.digest,
+        "sweepflow.cache_key": spec.cache_key,
+        "sweepflow.fingerprint": spec.fingerprint,
+        "sweepflow.label": spec.label,
+        "prefect.flow_run_id": str(runtime.flow_run.id or ""),
+    }
+
+
+def _counts(outcomes: dict[int, TrialOutcome], specs: list[TrialSpec]) -> dict[str, int]:
+    counts = dict.fromkeys(("done", "cached", "failed", "cancelled"), 0)
+    for outcome in outcomes.values():
+        counts[outcome.status] += 1
+    counts["total"] = len(specs)
+    return counts
+
+
+def _table(job: str, rows: list[TrialOutcome]) -> None:
+    table = [
+        {
+            "trial": o.index,
+            "parameters": o.label,
+            "status": o.status,
+            "seconds": round(o.duration, 3) if o.duration is not None else None,
+            **{f"metric.{k}": v for k, v in sorted(o.metrics.items())[:8]},
+        }
+        for o in rows
+    ]
+    create_table_artifact(table, key=f"trials-{job.lower().replace('_', '-')}"[:64])

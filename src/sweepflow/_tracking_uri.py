@@ -1,0 +1,153 @@
+"""Where MLflow records live: the default tracking URI, artifact root and experiments.
+
+Shared by the flow, the by-hand paths of :mod:`sweepflow.report` and
+:mod:`sweepflow.program`, and :mod:`sweepflow.analysis`. MLflow is imported only inside
+the functions that need a client.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from .settings import state_dir
+
+__all__ = [
+    "ARTIFACT_DIR_NAME",
+    "artifact_root",
+    "by_hand_experiment",
+    "default_tracking_uri",
+    "ensure_experiment",
+    "local_path",
+    "prepare_store",
+]
+
+ARTIFACT_DIR_NAME = "mlartifacts"
+
+
+def default_tracking_uri(project_dir: str | Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else SQLite in the state folder.
+
+    Args:
+        project_dir: Folder of the job file (anchors the state folder; default: cwd).
+
+    The state folder is :func:`sweepflow.settings.state_dir` (``$SWEEPFLOW_HOME`` or
+    ``./.sweepflow``), so the default is ``sqlite:///<absolute state>/mlflow.db``.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(state_dir(project_dir) / 'mlflow.db').as_posix()}"
+
+
+def artifact_root(tracking_uri: str) -> Path | None:
+    """The folder that holds artifacts of a SQLite store: ``mlartifacts`` beside the db.
+
+    For the default URI this is ``<state>/mlartifacts``. Other stores (a server, a
+    database) choose their own artifact location, so this returns None for them.
+
+    >>> artifact_root("sqlite:////tmp/s/mlflow.db").as_posix()
+    '/tmp/s/mlartifacts'
+    >>> artifact_root("http://127.0.0.1:5000") is None
+    True
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = tracking_uri.removeprefix("sqlite:///").partition("?")[0]
+    if not database or database == ":memory:":
+        return None
+    return Path(os.path.abspath(database)).parent / ARTIFACT_DIR_NAME
+
+
+def local_path(uri: str | None) -> Path | None:
+    """The local path of a ``file:`` URI or plain path; None for remote URIs.
+
+    >>> local_path("file:///tmp/a%20b/artifacts").as_posix()
+    '/tmp/a b/artifacts'
+    >>> local_path("mlflow-artifacts:/1/abc/artifacts") is None
+    True
+    """
+    if not uri:
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
+
+
+def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
+    """The id of the experiment ``name``, created if missing; return its id.
+
+    A new experiment of a SQLite store puts its artifacts under
+    ``<artifact_root>/<name>`` (MLflow's own default, ``./mlruns`` relative to the
+    working directory of whoever creates it, would scatter them).
+
+    Args:
+        client: An ``mlflow.MlflowClient`` for ``tracking_uri``.
+        name: The experiment name.
+        tracking_uri: The store's URI (decides the artifact location).
+    """
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    root = artifact_root(tracking_uri)
+    location = None
+    if root is not None:
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        location = folder.resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Another process created it between our lookup and our create.
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def prepare_store(tracking_uri: str) -> None:
+    """Create a SQLite store's folder and schema before anyone else uses it.
+
+    Call it once before fanning out (concurrent first use corrupts the schema). A new
+    database gets its ``Default`` experiment under ``<artifact_root>/0`` rather than
+    MLflow's ``./mlruns/0`` relative to the working directory. Other stores: no-op.
+    """
+    root = artifact_root(tracking_uri)
+    if root is None:
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///").partition("?")[0])
+    if database.is_file() and database.stat().st_size > 0:
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(tracking_uri, root.as_uri()).engine.dispose()
+
+
+def by_hand_experiment() -> str:
+    """Point MLflow's fluent API at the by-hand store; return the experiment id to use.
+
+    The store is the URI the program chose (``mlflow.set_tracking_uri`` or
+    ``$MLFLOW_TRACKING_URI``), else :func:`default_tracking_uri`. The experiment is
+    ``$MLFLOW_EXPERIMENT_ID``, else ``$MLFLOW_EXPERIMENT_NAME``, else ``Default``.
+    """
+    import mlflow
+
+    if mlflow.is_tracking_uri_set():
+        uri = mlflow.get_tracking_uri()
+    else:  # pin the default for this process; a URI the program chose stays unpinned
+        uri = default_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+    prepare_store(uri)
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
+    return ensure_experiment(mlflow.MlflowClient(uri), name, uri)

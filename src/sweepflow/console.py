@@ -1,0 +1,138 @@
+"""``sweepflow run`` in a terminal: the run-job flow with a live bar and a summary table."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from .progress import TrialOutcome, sink
+
+__all__ = ["prefect_defaults", "run_in_terminal"]
+
+# Defaults for a local run; an explicit environment variable always wins.
+_PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    # Trial output goes to files and the Prefect API; the terminal shows the bar.
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "WARNING",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "WARNING",
+}
+
+
+def prefect_defaults() -> None:
+    """Set sweepflow's Prefect defaults for this process (before Prefect is imported)."""
+    for key, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+class _Bar:
+    """A rich progress sink: done / cached / failed / running, elapsed and remaining."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.counts = {"done": 0, "cached": 0, "failed": 0, "cancelled": 0, "running": 0}
+        self.outcomes: list[TrialOutcome] = []
+        self.task: Any = None
+
+    def _fields(self) -> str:
+        c = self.counts
+        text = f"done {c['done']}  cached {c['cached']}  failed {c['failed']}"
+        return text + f"  running {c['running']}"
+
+    def start(self, job: str, total: int, cached: int) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task(job, total=total, counts=self._fields())
+
+    def running(self, count: int) -> None:
+        self.counts["running"] = count
+        self.progress.update(self.task, counts=self._fields())
+
+    def finished(self, outcome: TrialOutcome) -> None:
+        self.outcomes.append(outcome)
+        self.counts[outcome.status] += 1
+        self.progress.update(self.task, advance=1, counts=self._fields())
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _summary(console: Console, outcomes: list[TrialOutcome], limit: int = 50) -> None:
+    outcomes = sorted(outcomes, key=lambda o: o.index)
+    names: list[str] = []
+    for outcome in outcomes:
+        names.extend(k for k in outcome.metrics if k not in names)
+    names = names[:4]
+    table = Table(title="trials", title_justify="left")
+    for column in ("#", "parameters", "status", "seconds", *names):
+        table.add_column(column, justify="right" if column in ("#", "seconds") else "left")
+    style = {"done": "green", "cached": "cyan", "failed": "red", "cancelled": "yellow"}
+    shown = outcomes if len(outcomes) <= limit else [o for o in outcomes if o.status == "failed"]
+    for o in shown[:limit]:
+        seconds = f"{o.duration:.2f}" if o.duration is not None else ""
+        metrics = [f"{o.metrics[n]:.6g}" if n in o.metrics else "" for n in names]
+        table.add_row(str(o.index), o.label, o.status, seconds, *metrics, style=style[o.status])
+    console.print(table)
+    for o in outcomes:
+        if o.status == "failed":
+            console.print(f"[red]trial {o.index} ({o.label}) failed:[/] {o.error.strip()}")
+            console.print(f"  logs: {Path(o.workdir) / 'stderr.log'}", markup=False)
+
+
+def run_in_terminal(**parameters: Any) -> int:
+    """Run the run-job flow with a live bar; print the summary; return the exit code."""
+    prefect_defaults()
+    from flows.run_job import run_job
+
+    console = Console(stderr=True)
+    bar = _Bar(console)
+    started = time.perf_counter()
+    state = None
+    try:
+        with sink(bar):
+            state = run_job(**parameters, return_state=True)
+    finally:
+        bar.stop()
+    _summary(console, bar.outcomes)
+    c = bar.counts
+    ok = state is not None and state.is_completed()
+    console.print(
+        f"{c['done']} done, {c['cached']} cached, {c['failed']} failed"
+        + (f", {c['cancelled']} not started" if c["cancelled"] else "")
+        + f" in {time.perf_counter() - started:.1f} s",
+        style="bold green" if ok else "bold red",
+    )
+    if ok:
+        result = state.result()
+        console.print(
+            f"MLflow: experiment '{result['experiment']}' at {result['tracking_uri']}",
+            markup=False,
+        )
+        return 0
+    if state is not None and not bar.outcomes:
+        console.print(f"[red]error:[/] {state.message}")
+    return 1

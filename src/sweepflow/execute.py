@@ -1,0 +1,316 @@
+"""Execute one unit of work (a trial, a batch, or a submit handler) without Prefect.
+
+Commands never go through a shell: argv items reach the program as they are. Each unit
+runs in its own folder under the state folder with stdout/stderr captured to files; a
+timeout kills the whole process group. The Prefect task is a thin wrapper around
+:func:`execute`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import SweepflowError
+
+__all__ = ["TrialFailed", "TrialResult", "TrialSpec", "execute", "terminate_all"]
+
+LogFn = Callable[[str], None]
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+_IMPORT_LOCK = threading.Lock()
+
+
+class TrialFailed(SweepflowError, RuntimeError):
+    """A trial whose program exited non-zero, timed out, or raised."""
+
+
+class TrialSpec(BaseModel):
+    """Everything needed to run one unit, as plain data (pickles, hashes, travels).
+
+    Attributes:
+        workdir: Absolute folder of the unit (``.sweepflow/runs/<job>/<digest>``).
+        env: Extra environment for the program (tracking URIs, run ids, report file).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    job: str
+    kind: Literal["run", "call", "submit"]
+    index: int
+    batch: int = 0
+    params: dict[str, str] = Field(default_factory=dict)
+    items: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()
+    function: str = ""
+    lines: tuple[str, ...] = ()
+    param_file: str | None = None
+    digest: str
+    cache_key: str
+    fingerprint: str = ""
+    workdir: str
+    project_dir: str
+    timeout: float | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """A short human name: the parameters (a batch's sweep items), or kind and index."""
+        text = " ".join(f"{k}={v}" for k, v in self.params.items())
+        if not text and self.kind != "submit":
+            text = " ".join(i for i in self.items if i != "--multirun" and "hydra." not in i)
+        return text[:120] or f"{self.kind}-{self.index}"
+
+
+class TrialResult(BaseModel):
+    """What a successful unit produced (persisted as its cached result)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    digest: str
+    cache_key: str
+    index: int
+    returncode: int | None = None
+    value: Any = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    started: float
+    ended: float
+    workdir: str
+    host: str = ""
+
+    @property
+    def duration(self) -> float:
+        """Seconds the unit ran."""
+        return self.ended - self.started
+
+
+def terminate_all() -> int:
+    """Terminate every running child process group (Ctrl-C); return how many."""
+    with _RUNNING_LOCK:
+        procs = list(_RUNNING)
+    for proc in procs:
+        _kill_group(proc, signal.SIGTERM)
+    return len(procs)
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _absolute_argv(argv: tuple[str, ...], project: Path) -> list[str]:
+    """Point argv words that name project files at them (the unit runs elsewhere), and
+    run ``python`` as the interpreter sweepflow itself runs on (its environment)."""
+    out = []
+    if argv and argv[0] in ("python", "python3"):
+        argv = (sys.executable, *argv[1:])
+    for word in argv:
+        candidate = project / word
+        out.append(str(candidate) if word and candidate.is_file() else word)
+    return out
+
+
+def _environment(spec: TrialSpec, workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(spec.env)
+    env["SWEEPFLOW_TRIAL_DIR"] = str(workdir)
+    env["SWEEPFLOW_REPORT"] = str(workdir / "report.jsonl")
+    env["SWEEPFLOW_JOB"] = spec.job
+    env["SWEEPFLOW_TRIAL"] = spec.digest
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = spec.project_dir + (os.pathsep + path if path else "")
+    return env
+
+
+def _pump(stream, sink, log: LogFn | None, prefix: str) -> None:
+    for line in iter(stream.readline, b""):
+        sink.write(line)
+        sink.flush()
+        if log:
+            log(prefix + line.decode(errors="replace").rstrip("\n"))
+    stream.close()
+
+
+def _run_process(spec: TrialSpec, argv: list[str], cwd: Path, log: LogFn | None) -> int:
+    workdir = Path(spec.workdir)
+    with (workdir / "stdout.log").open("wb") as out, (workdir / "stderr.log").open("wb") as err:
+        proc = subprocess.Popen(  # no shell: argv items reach the program verbatim
+            argv,
+            cwd=cwd,
+            env=_environment(spec, workdir),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if log else out,
+            stderr=subprocess.PIPE if log else err,
+            start_new_session=True,  # own process group: a timeout kills its children too
+        )
+        with _RUNNING_LOCK:
+            _RUNNING.add(proc)
+        pumps = []
+        if log:
+            pumps = [
+                threading.Thread(target=_pump, args=(proc.stdout, out, log, ""), daemon=True),
+                threading.Thread(target=_pump, args=(proc.stderr, err, log, "[stderr] ")),
+            ]
+            for pump in pumps:
+                pump.start()
+        try:
+            returncode = proc.wait(timeout=spec.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait()
+            raise TrialFailed(
+                f"trial {spec.label!r} timed out after {spec.timeout:g} s; its process group "
+                f"was killed (logs: {workdir})"
+            ) from None
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(proc)
+            for pump in pumps:
+                pump.join()
+    return returncode
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _load_function(name: str, project: str) -> Callable[..., Any]:
+    module_name, sep, attr = name.partition(":")
+    if not sep:
+        module_name, _, attr = name.rpartition(".")
+    if not module_name or not attr:
+        raise TrialFailed(f"call: '{name}' is not 'module:function' (or module.function)")
+    with _IMPORT_LOCK:
+        if project not in sys.path:
+            sys.path.insert(0, project)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise TrialFailed(f"call: cannot import module '{module_name}': {exc}") from exc
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise TrialFailed(f"call: module '{module_name}' has no function '{attr}'")
+    return function
+
+
+def _nested(params: dict[str, str]) -> dict[str, Any]:
+    """Dotted keys become nested fields: ``model.depth=3`` -> ``{"model": {"depth": "3"}}``."""
+    tree: dict[str, Any] = {}
+    for key, value in params.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def _config_model(function: Callable[..., Any]) -> type[BaseModel] | None:
+    """The pydantic model of a function's only parameter, if it is annotated with one."""
+    parameters = list(inspect.signature(function).parameters.values())
+    if len(parameters) != 1:
+        return None
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # unresolvable annotations: fall back to key=value strings
+        return None
+    model = hints.get(parameters[0].name)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _call(spec: TrialSpec) -> Any:
+    function = _load_function(spec.function, spec.project_dir)
+    model = _config_model(function)
+    if model is None:
+        return function(list(spec.items))
+    try:
+        config = model.model_validate(_nested(spec.params))
+    except Exception as exc:
+        raise TrialFailed(f"parameters do not fit {model.__name__}: {exc}") from exc
+    return function(config)
+
+
+def _metrics_of(value: Any) -> tuple[Any, dict[str, float]]:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    metrics = {}
+    if isinstance(value, dict):
+        metrics = {
+            str(k): float(v)
+            for k, v in value.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    return value, metrics
+
+
+def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
+    """Run one unit and return its result.
+
+    Raises:
+        TrialFailed: Non-zero exit (with the tail of stderr), timeout, or an exception
+            raised by a ``call:`` function.
+    """
+    workdir = Path(spec.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "report.jsonl").unlink(missing_ok=True)
+    started = time.time()
+    returncode, value, metrics = None, None, {}
+    if spec.kind == "call":
+        from .report import reporting_to
+
+        with reporting_to(workdir / "report.jsonl"):
+            value, metrics = _metrics_of(_call(spec))
+    else:
+        project = Path(spec.project_dir)
+        cwd = workdir
+        if spec.kind == "submit":
+            assert spec.param_file is not None
+            param_file = Path(spec.param_file)
+            param_file.parent.mkdir(parents=True, exist_ok=True)
+            param_file.write_text("".join(line + "\n" for line in spec.lines))
+            cwd = project  # the handler launches the program relative to the project
+        returncode = _run_process(spec, _absolute_argv(spec.argv, project), cwd, log)
+        if returncode != 0:
+            tail = _tail(workdir / "stderr.log")
+            what = "handler" if spec.kind == "submit" else "program"
+            raise TrialFailed(
+                f"{what} exited with code {returncode} (logs: {workdir})"
+                + (f"\n{tail}" if tail else "")
+            )
+    from .report import read_report
+
+    reported = {point.name: point.value for point in read_report(workdir / "report.jsonl").metrics}
+    return TrialResult(
+        digest=spec.digest,
+        cache_key=spec.cache_key,
+        index=spec.index,
+        returncode=returncode,
+        value=value,
+        metrics={**reported, **metrics},
+        started=started,
+        ended=time.time(),
+        workdir=str(workdir),
+        host=socket.gethostname(),
+    )

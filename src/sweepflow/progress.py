@@ -1,0 +1,74 @@
+"""Progress events from a running job to whoever shows them (the CLI's live bar).
+
+The flow emits events to the current sink; the CLI installs a rich progress bar as the
+sink around its flow call. Without a sink (a deployment run), events are dropped and
+the Prefect logs and trial table artifact tell the story.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["ProgressSink", "TrialOutcome", "current_sink", "sink"]
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How one trial ended, for the progress bar and the summary table.
+
+    Attributes:
+        status: ``done``, ``cached``, ``failed`` or ``cancelled``.
+    """
+
+    index: int
+    label: str
+    status: str
+    duration: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+    workdir: str = ""
+
+
+class ProgressSink(Protocol):
+    """Receives the events of one job execution."""
+
+    def start(self, job: str, total: int, cached: int) -> None:
+        """The job starts: ``total`` trials, of which ``cached`` are cache hits."""
+
+    def running(self, count: int) -> None:
+        """``count`` trials are in flight now."""
+
+    def finished(self, outcome: TrialOutcome) -> None:
+        """A trial ended (done, failed, cancelled) or was a cache hit."""
+
+
+class _NullSink:
+    def start(self, job: str, total: int, cached: int) -> None:
+        pass
+
+    def running(self, count: int) -> None:
+        pass
+
+    def finished(self, outcome: TrialOutcome) -> None:
+        pass
+
+
+_current: list[ProgressSink] = [_NullSink()]
+
+
+def current_sink() -> ProgressSink:
+    """The sink events go to now."""
+    return _current[-1]
+
+
+@contextmanager
+def sink(target: ProgressSink) -> Iterator[ProgressSink]:
+    """Send progress events to ``target`` inside the ``with`` block."""
+    _current.append(target)
+    try:
+        yield target
+    finally:
+        _current.remove(target)

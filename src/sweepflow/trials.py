@@ -1,0 +1,62 @@
+"""Build the trial specs of a job execution: invocations plus cache keys and folders."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .caching import cache_key
+from .commands import invocations
+from .execute import TrialSpec
+from .expansion import Plan
+from .fingerprint import call_files, code_files, fingerprint
+from .settings import state_dir
+
+__all__ = ["build_specs", "job_folder"]
+
+_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def job_folder(project_dir: Path, job: str) -> Path:
+    """``<state>/runs/<job>``; a job name that could leave the state folder is refused."""
+    if not _SAFE.fullmatch(job) or job in {".", ".."}:
+        raise ValueError(f"job name {job!r} cannot name a folder: use letters, digits, _ . -")
+    return state_dir(project_dir) / "runs" / job
+
+
+def build_specs(plan: Plan, project_dir: Path, extra: list[str] | None = None) -> list[TrialSpec]:
+    """One :class:`TrialSpec` per unit of ``plan`` (trial, batch, or submit handler)."""
+    job, extra = plan.job, list(extra or [])
+    project = project_dir.resolve()
+    files = code_files(job.command, project, job.watch)
+    if job.kind == "call":
+        files = sorted({*files, *call_files(job.command, project)})
+    code = fingerprint(files, project)
+    folder = job_folder(project, job.key)
+    specs = []
+    for unit in invocations(plan, extra, project):
+        inputs = {"params": unit.params, "items": list(unit.items), "extra": extra}
+        if unit.kind == "submit":
+            inputs = {"lines": list(unit.lines), "extra": extra}
+        name = unit.digest[:16] if unit.kind != "submit" else f"submit-{unit.digest[:16]}"
+        specs.append(
+            TrialSpec(
+                job=job.key,
+                kind=unit.kind,
+                index=unit.index,
+                batch=unit.batch,
+                params=unit.params,
+                items=unit.items,
+                argv=unit.argv,
+                function=unit.function,
+                lines=unit.lines,
+                param_file=str(unit.param_file) if unit.param_file else None,
+                digest=unit.digest,
+                cache_key=cache_key(unit.kind, job.command, inputs, code),
+                fingerprint=code,
+                workdir=str(folder / name),
+                project_dir=str(project),
+                timeout=job.timeout,
+            )
+        )
+    return specs

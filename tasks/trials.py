@@ -1,0 +1,34 @@
+"""The trial task: one unit of a job, cached by sweepflow's own key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import CachePolicy
+
+from sweepflow.execute import TrialResult, TrialSpec, execute
+
+__all__ = ["TrialCachePolicy", "run_trial"]
+
+
+class TrialCachePolicy(CachePolicy):
+    """Key = the spec's cache key (command, parameters, code fingerprint, format);
+    never the run id, so results are found across processes and after crashes."""
+
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: Any, **kw: Any):
+        spec = inputs.get("spec")
+        return spec.cache_key if isinstance(spec, TrialSpec) else None
+
+
+@task(
+    name="run-trial",
+    task_run_name="{spec.job}[{spec.index}]",
+    cache_policy=TrialCachePolicy(),
+    persist_result=True,
+    result_serializer="json",
+)
+def run_trial(spec: TrialSpec) -> TrialResult:
+    """Run one trial (or batch, or submit handler); raise if it fails."""
+    logger = get_run_logger()
+    return execute(spec, log=logger.info)
