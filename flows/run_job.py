@@ -18,7 +18,7 @@ from sweepflow.execute import TrialResult, TrialSpec, terminate_all
 from sweepflow.jobs import find_job_file, load_jobs
 from sweepflow.progress import TrialOutcome, current_sink
 from sweepflow.settings import state_dir
-from sweepflow.tracking import Tracker, default_tracking_uri, versions
+from sweepflow.tracking import RunWriter, Tracker, default_tracking_uri, versions
 from sweepflow.trials import build_specs
 from tasks.trials import run_trial
 
@@ -91,51 +91,61 @@ def run_job(
             outcomes[spec.index] = _outcome(spec, "cached", hits[spec.index])
             sink.finished(outcomes[spec.index])
     task = run_trial.with_options(
-        result_storage=state / "results",
-        refresh_cache=refresh,
-        retries=the_job.retries,
+        result_storage=state / "results", refresh_cache=refresh, retries=the_job.retries
     )
     todo = [s for s in specs if s.index not in hits]
     window = max(1, max_parallel or os.cpu_count() or 1)
+    writer = RunWriter(tracker, parent)
+    for spec in todo[: 2 * window]:  # runs are created ahead, off the scheduling loop
+        writer.prepare(spec.index, _trial_tags(spec))
     done: queue.Queue = queue.Queue()
-    inflight: dict[Any, tuple[TrialSpec, str]] = {}
-    stop = False
+    inflight: dict[Any, TrialSpec] = {}
+    submitted, stop = 0, False
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_ID": tracker.experiment_id}
     try:
-        while todo or inflight:
-            while todo and len(inflight) < window and not stop:
-                spec = todo.pop(0)
-                run_id = tracker.start_trial(parent, spec.params, _trial_tags(spec))
-                spec = spec.model_copy(update={"env": {**env, "MLFLOW_RUN_ID": run_id}})
-                future = task.submit(spec)
-                inflight[future] = (spec, run_id)
+        while submitted < len(todo) or inflight:
+            while submitted < len(todo) and len(inflight) < window and not stop:
+                spec = todo[submitted]
+                if submitted + 2 * window < len(todo):
+                    ahead = todo[submitted + 2 * window]
+                    writer.prepare(ahead.index, _trial_tags(ahead))
+                submitted += 1
+                run_env = {**env, "MLFLOW_RUN_ID": writer.run_id(spec.index)}
+                future = task.submit(spec.model_copy(update={"env": run_env}))
+                inflight[future] = spec
                 future.add_done_callback(done.put)
             sink.running(len(inflight))
             if not inflight:
                 break
             future = done.get()
-            spec, run_id = inflight.pop(future)
+            spec = inflight.pop(future)
             value = future.result(raise_on_failure=False)
-            ok = isinstance(value, TrialResult)
-            result = value if ok else None
-            error = "" if ok else str(value) if isinstance(value, BaseException) else "failed"
-            tags = {"prefect.task_run_id": str(future.task_run_id)}
-            metrics = result.metrics if result else None
-            tracker.finish_trial(
-                run_id, Path(spec.workdir), params=spec.params, metrics=metrics, ok=ok, tags=tags
+            result = value if isinstance(value, TrialResult) else None
+            error = "" if result else str(value) if isinstance(value, BaseException) else "failed"
+            writer.finish(
+                spec.index,
+                Path(spec.workdir),
+                params=spec.params,
+                metrics=result.metrics if result else None,
+                ok=result is not None,
+                tags={"prefect.task_run_id": str(future.task_run_id)},
             )
-            outcomes[spec.index] = _outcome(spec, "done" if ok else "failed", result, error)
+            outcomes[spec.index] = _outcome(spec, "done" if result else "failed", result, error)
             sink.finished(outcomes[spec.index])
-            stop = stop or (fail_fast and not ok)
+            stop = stop or (fail_fast and result is None)
     except BaseException:
         terminate_all()
-        for _, run_id in inflight.values():
-            tracker.client.set_terminated(run_id, status="KILLED")
+        for spec in [*inflight.values(), *todo[submitted:]]:
+            writer.kill(spec.index)
+        writer.close()
         tracker.finish_parent(parent, _counts(outcomes, specs), "KILLED")
         raise
-    for spec in todo:  # not started because of --fail-fast
+    for spec in todo[submitted:]:  # not started because of --fail-fast
+        writer.kill(spec.index)
         outcomes[spec.index] = _outcome(spec, "cancelled", None)
         sink.finished(outcomes[spec.index])
+    sink.running(0)
+    writer.close()
     counts = _counts(outcomes, specs)
     failed = counts["failed"] + counts["cancelled"]
     tracker.finish_parent(parent, counts, "FAILED" if failed else "FINISHED")

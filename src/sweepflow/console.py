@@ -106,26 +106,39 @@ def _summary(console: Console, outcomes: list[TrialOutcome], limit: int = 50) ->
 def run_in_terminal(**parameters: Any) -> int:
     """Run the run-job flow with a live bar; print the summary; return the exit code."""
     prefect_defaults()
+    import logging
+
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     from flows.run_job import run_job
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema set-up chatter
     console = Console(stderr=True)
     bar = _Bar(console)
     started = time.perf_counter()
     state = None
+    interrupted = False
+    # A local run needs no server-side crash detection (sweepflow reaps its own stale
+    # runs); Prefect's heartbeat thread would add ~1 s to every flow call.
     try:
-        with sink(bar):
+        with sink(bar), temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             state = run_job(**parameters, return_state=True)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         bar.stop()
     _summary(console, bar.outcomes)
     c = bar.counts
     ok = state is not None and state.is_completed()
     console.print(
-        f"{c['done']} done, {c['cached']} cached, {c['failed']} failed"
+        ("interrupted: " if interrupted else "")
+        + f"{c['done']} done, {c['cached']} cached, {c['failed']} failed"
         + (f", {c['cancelled']} not started" if c["cancelled"] else "")
         + f" in {time.perf_counter() - started:.1f} s",
         style="bold green" if ok else "bold red",
     )
+    if interrupted:
+        return 130
     if ok:
         result = state.result()
         console.print(

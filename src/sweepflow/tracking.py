@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 
 from ._tracking_uri import default_tracking_uri, ensure_experiment, prepare_store
 
-__all__ = ["Tracker", "default_tracking_uri", "versions"]
+__all__ = ["RunWriter", "Tracker", "default_tracking_uri", "versions"]
 
 _BATCH = 900  # below MLflow's 1,000 metrics per log_batch call
 
@@ -70,14 +72,16 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     # -- trial runs ------------------------------------------------------------------
-    def start_trial(self, parent_id: str, params: dict[str, str], tags: dict[str, str]) -> str:
-        """Create a trial's child run (RUNNING) before the trial starts; return its id."""
+    def start_trial(self, parent_id: str, tags: dict[str, str]) -> str:
+        """Create a trial's child run (RUNNING) before the trial starts; return its id.
+
+        Params are logged with the results in one batch (:meth:`finish_trial`).
+        """
         tags = {**tags, "sweepflow.role": "trial", "sweepflow.job": self.job}
         tags["mlflow.parentRunId"] = parent_id
         run = self.client.create_run(
             self.experiment_id, tags=tags, run_name=tags.get("sweepflow.label", "")[:250]
         )
-        self._log(run.info.run_id, params=params)
         return run.info.run_id
 
     def finish_trial(
@@ -90,8 +94,9 @@ class Tracker:
         ok: bool = True,
         tags: dict[str, str] | None = None,
     ) -> None:
-        """Log a finished trial: its report (metrics with steps, params, artifacts), the
-        returned metrics, its logs; then close the run FINISHED or FAILED."""
+        """Log a finished trial in one batch: its params, its report (metrics with
+        steps, params, artifacts), returned metrics and tags; attach its logs; close the
+        run FINISHED or FAILED."""
         from .report import read_report
 
         report = read_report(workdir / "report.jsonl")
@@ -99,9 +104,9 @@ class Tracker:
         rows = [(m[0], m[1], m[2], m[3]) for m in report.metrics]
         reported = {m[0] for m in report.metrics}
         rows += [(k, v, None, now) for k, v in (metrics or {}).items() if k not in reported]
-        logged = params or {}
-        extra = {k: v for k, v in report.params.items() if k not in logged}
-        self._log(run_id, params=extra, metrics=rows, tags=tags or {})
+        logged = dict(params or {})
+        logged.update({k: v for k, v in report.params.items() if k not in logged})
+        self._log(run_id, params=logged, metrics=rows, tags=tags or {})
         for name in ("stdout.log", "stderr.log"):
             path = workdir / name
             if path.is_file() and path.stat().st_size:
@@ -159,17 +164,96 @@ class Tracker:
         metrics: list[tuple[str, float, int | None, int]] | None = None,
         tags: dict[str, str] | None = None,
     ) -> None:
+        """One ``log_batch`` call when everything fits MLflow's limits, else several."""
         from mlflow.entities import Metric, Param, RunTag
+        from mlflow.exceptions import MlflowException
 
         param_list = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
         metric_list = [Metric(k, v, ts, step or 0) for k, v, step, ts in metrics or []]
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        for chunk in _chunks(param_list, 100):
-            self.client.log_batch(run_id, params=chunk)
+        if len(param_list) <= 100 and len(tag_list) <= 100 and len(metric_list) <= 800:
+            try:
+                self.client.log_batch(run_id, metric_list, param_list, tag_list)
+                return
+            except MlflowException:
+                pass  # e.g. the program logged a param itself: go item by item below
         for chunk in _chunks(metric_list, _BATCH):
             self.client.log_batch(run_id, metrics=chunk)
         for chunk in _chunks(tag_list, 100):
             self.client.log_batch(run_id, tags=chunk)
+        for param in param_list:
+            try:
+                self.client.log_batch(run_id, params=[param])
+            except MlflowException:
+                continue  # the program's own value for this key stands
+
+
+class RunWriter:
+    """Writes the trial runs of one execution on a background thread.
+
+    SQLite takes one writer at a time and MLflow calls cost ~10 ms each; done on the
+    scheduling loop they would leave workers idle. Runs are created ahead of the trials
+    that need them (their ids go to the programs as ``MLFLOW_RUN_ID``).
+    """
+
+    def __init__(self, tracker: Tracker, parent_id: str) -> None:
+        self.tracker, self.parent_id = tracker, parent_id
+        self._queue: queue.Queue = queue.Queue()
+        self._ids: dict[int, str] = {}
+        self._ready = threading.Condition()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="sweepflow-mlflow", daemon=True)
+        self._thread.start()
+
+    def prepare(self, index: int, tags: dict[str, str]) -> None:
+        """Create the run of trial ``index`` soon (before it is needed)."""
+        self._queue.put(("create", index, tags))
+
+    def run_id(self, index: int) -> str:
+        """The run id of trial ``index`` (waits until it is created)."""
+        with self._ready:
+            self._ready.wait_for(lambda: index in self._ids or self._error is not None)
+            if self._error is not None:
+                raise self._error
+            return self._ids[index]
+
+    def finish(self, index: int, workdir: Path, **kwargs: Any) -> None:
+        """Log trial ``index``'s results and close its run (see Tracker.finish_trial)."""
+        self._queue.put(("finish", index, (workdir, kwargs)))
+
+    def kill(self, index: int) -> None:
+        """Mark the run of a trial that will not finish KILLED (if it was created)."""
+        self._queue.put(("kill", index, None))
+
+    def close(self) -> None:
+        """Wait for every queued write; raise the first error the writer met."""
+        self._queue.put(("stop", -1, None))
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        while True:
+            what, index, payload = self._queue.get()
+            if what == "stop":
+                return
+            if self._error is not None:
+                continue
+            try:
+                if what == "create" and index not in self._ids:
+                    run_id = self.tracker.start_trial(self.parent_id, payload)
+                    with self._ready:
+                        self._ids[index] = run_id
+                        self._ready.notify_all()
+                elif what == "finish":
+                    workdir, kwargs = payload
+                    self.tracker.finish_trial(self._ids[index], workdir, **kwargs)
+                elif what == "kill" and index in self._ids:
+                    self.tracker.client.set_terminated(self._ids[index], status="KILLED")
+            except BaseException as exc:  # surfaced to the flow by run_id()/close()
+                with self._ready:
+                    self._error = exc
+                    self._ready.notify_all()
 
 
 def versions() -> str:

@@ -1,0 +1,145 @@
+"""Benchmark: 200 short trials through ``sweepflow run`` versus the untracked floor.
+
+Run: ``.venv/bin/python bench/sweep.py`` (about 3 minutes on 2 cores). In one run it
+measures, on the same ~50 ms single-threaded numpy program that reports one metric:
+
+- floor: ``xargs -P <cores>`` running the program 200 times, no tracking at all;
+- sweepflow, first run, Prefect's ephemeral API (nothing started beforehand);
+- sweepflow, fully cached re-run, same;
+- the same two against a running ``prefect server`` (as after ``sweepflow up``).
+
+and prints wall times and the ratios the run-jobs issue sets goals for (first run
+within 1.25x the floor; a cached re-run at most 5 % of the first run).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+PROGRAM = """\
+import sys, numpy as np, sweepflow
+params = dict(item.split("=", 1) for item in sys.argv[1:])
+rng = np.random.default_rng(int(params["a"]) * 100 + int(params["b"]))
+m = rng.standard_normal((160, 160))
+for _ in range(12):
+    m = np.tanh(m @ m.T / 160)
+sweepflow.log_metrics({"score": float(m.mean())})
+"""
+
+JOB = """\
+jobs:
+  bench:
+    run: python prog.py
+    sets:
+      - each: a=1:20 b=1:10
+"""
+
+ENV = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+def _timed(argv: list[str], cwd: Path, env: dict[str, str], stdin: str | None = None) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(
+        argv, cwd=cwd, env=env, input=stdin, text=True, capture_output=True, check=False
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{argv[:3]} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_server(env: dict[str, str], home: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    server = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env={**env, "PREFECT_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    for _ in range(240):
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:
+                if answer.status == 200:
+                    return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.terminate()
+    sys.exit("prefect server did not answer within 120 s")
+
+
+def main() -> None:
+    cores = os.cpu_count() or 1
+    sweepflow = str(Path(sys.executable).with_name("sweepflow"))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        project = root / "project"
+        project.mkdir()
+        (project / "prog.py").write_text(PROGRAM)
+        (project / "sweepflow.yaml").write_text(JOB)
+        env = {**os.environ, **ENV, "PREFECT_HOME": str(root / "prefect")}
+        env.pop("PREFECT_API_URL", None)
+        env.pop("MLFLOW_TRACKING_URI", None)
+
+        lines = "".join(f"a={a} b={b}\n" for a in range(1, 21) for b in range(1, 11))
+        floor_env = {**env, "SWEEPFLOW_REPORT": str(root / "floor-report.jsonl")}
+        floor = _timed(
+            ["xargs", "-P", str(cores), "-L", "1", sys.executable, "prog.py"],
+            project,
+            floor_env,
+            lines,
+        )
+
+        rows = [("floor: xargs -P %d, no tracking" % cores, floor)]
+        for label, extra in (("ephemeral API", {}), ("running prefect server", None)):
+            server = None
+            run_env = {**env, "SWEEPFLOW_HOME": str(root / f"state-{len(rows)}")}
+            if extra is None:
+                server, url = _start_server(env, root / "server-home")
+                run_env["PREFECT_API_URL"] = url
+            try:
+                first = _timed([sweepflow, "run", "bench"], project, run_env)
+                cached = _timed([sweepflow, "run", "bench"], project, run_env)
+            finally:
+                if server is not None:
+                    server.terminate()
+                    server.wait(timeout=30)
+            rows.append((f"sweepflow, {label}: first run", first))
+            rows.append((f"sweepflow, {label}: cached re-run", cached))
+        shutil.rmtree(root / "prefect", ignore_errors=True)
+
+    width = max(len(label) for label, _ in rows)
+    print(f"200 trials of a ~50 ms numpy program on {cores} cores")
+    for label, seconds in rows:
+        print(f"{label:<{width}}  {seconds:7.1f} s  {seconds / floor:5.2f}x floor")
+    for label in ("ephemeral API", "running prefect server"):
+        first = dict(rows)[f"sweepflow, {label}: first run"]
+        cached = dict(rows)[f"sweepflow, {label}: cached re-run"]
+        print(
+            f"{label}: first run {first / floor:.2f}x floor (goal <= 1.25x), "
+            f"cached re-run {100 * cached / first:.0f}% of first (goal <= 5%)"
+        )
+
+
+if __name__ == "__main__":
+    main()

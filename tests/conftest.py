@@ -1,0 +1,66 @@
+"""Shared fixtures: one real Prefect API for the session, and a fresh project per test.
+
+Prefect's API takes 10-20 s to start in a process, so the flow tests share one (started
+by ``prefect_test_harness``) and hand its URL to any ``sweepflow`` subprocess through
+``PREFECT_API_URL``, so the child does not start its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Environment the API (and the children that reach it) run under; set before Prefect
+# reads its settings.
+_PREFECT_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "WARNING",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "WARNING",
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect API (temporary SQLite database) for the whole session; its URL."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PREFECT_HOME", str(home))
+    for key, value in _PREFECT_ENV.items():
+        patch.setenv(key, value)
+    patch.delenv("PREFECT_API_URL", raising=False)
+    import prefect.settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    # Prefect may have been imported (and read its settings) before this fixture ran.
+    updates = {
+        prefect.settings.PREFECT_HOME: str(home),
+        prefect.settings.PREFECT_SERVER_ANALYTICS_ENABLED: False,
+    }
+    try:
+        with prefect.settings.temporary_settings(updates=updates):
+            with prefect_test_harness(server_startup_timeout=120):
+                url = prefect.settings.PREFECT_API_URL.value()
+                assert url, "the Prefect test harness did not set PREFECT_API_URL"
+                patch.setenv("PREFECT_API_URL", url)  # children reach this server
+                yield url
+    finally:
+        patch.undo()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder as the working directory, with the default state folder
+    (``<project>/.sweepflow``) and the default MLflow store inside it."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("SWEEPFLOW_HOME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return folder
