@@ -110,7 +110,7 @@ def main() -> None:
             lines,
         )
 
-        rows = [("floor: xargs -P %d, no tracking" % cores, floor)]
+        rows = [(f"floor: xargs -P {cores}, no tracking", floor)]
         for label, extra in (("ephemeral API", {}), ("running prefect server", None)):
             server = None
             run_env = {**env, "SWEEPFLOW_HOME": str(root / f"state-{len(rows)}")}

@@ -165,6 +165,7 @@ def _trial_tags(spec: TrialSpec) -> dict[str, str]:
         "sweepflow.fingerprint": spec.fingerprint,
         "sweepflow.label": spec.label,
         "prefect.flow_run_id": str(runtime.flow_run.id or ""),
+        "sweepflow.versions": versions(),
     }
 
 

@@ -41,12 +41,14 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         prefect.settings.PREFECT_SERVER_ANALYTICS_ENABLED: False,
     }
     try:
-        with prefect.settings.temporary_settings(updates=updates):
-            with prefect_test_harness(server_startup_timeout=120):
-                url = prefect.settings.PREFECT_API_URL.value()
-                assert url, "the Prefect test harness did not set PREFECT_API_URL"
-                patch.setenv("PREFECT_API_URL", url)  # children reach this server
-                yield url
+        with (
+            prefect.settings.temporary_settings(updates=updates),
+            prefect_test_harness(server_startup_timeout=120),
+        ):
+            url = prefect.settings.PREFECT_API_URL.value()
+            assert url, "the Prefect test harness did not set PREFECT_API_URL"
+            patch.setenv("PREFECT_API_URL", url)  # children reach this server
+            yield url
     finally:
         patch.undo()
 

@@ -8,6 +8,7 @@ the functions that need a client.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -100,7 +101,9 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
     root = artifact_root(tracking_uri)
     location = None
     if root is not None:
-        folder = root / name
+        # The name is free text (MLflow's); its folder is a safe slug inside the root.
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "experiment"
+        folder = root / slug
         folder.mkdir(parents=True, exist_ok=True)
         location = folder.resolve().as_uri()
     try:

@@ -1,7 +1,7 @@
 """Cache keys of trials: what a cached result was made from.
 
-The key is the digest of the job's command (or function), the trial's parameters, the
-code fingerprint and sweepflow's cache-format version — never a run id, so a new
+The key is the digest of the job's name and command (or function), the trial's
+parameters, the code fingerprint and sweepflow's cache-format version — never a run id, so a new
 process or a re-run after a crash finds the result of an unchanged trial.
 """
 
@@ -17,10 +17,17 @@ __all__ = ["CACHE_FORMAT", "cache_inputs", "cache_key"]
 CACHE_FORMAT = 1
 
 
-def cache_inputs(kind: str, command: str, params: Any, fingerprint: str) -> dict[str, Any]:
-    """The record a cache key is the digest of (kept with the result, readable)."""
+def cache_inputs(
+    job: str, kind: str, command: str, params: Any, fingerprint: str
+) -> dict[str, Any]:
+    """The record a cache key is the digest of (kept with the result, readable).
+
+    The job's name is part of it: two jobs that run the same command keep their own
+    results (and MLflow runs) rather than one job's trials all showing as cached.
+    """
     return {
         "format": CACHE_FORMAT,
+        "job": job,
         "kind": kind,
         "command": command,
         "params": params,
@@ -28,14 +35,15 @@ def cache_inputs(kind: str, command: str, params: Any, fingerprint: str) -> dict
     }
 
 
-def cache_key(kind: str, command: str, params: Any, fingerprint: str) -> str:
+def cache_key(job: str, kind: str, command: str, params: Any, fingerprint: str) -> str:
     """Digest of :func:`cache_inputs`.
 
-    >>> cache_key("run", "python t.py", {"a": "1"}, "f") == cache_key(
-    ...     "run", "python t.py", {"a": "1"}, "f")
+    >>> key = cache_key("train", "run", "python t.py", {"a": "1"}, "f")
+    >>> key == cache_key("train", "run", "python t.py", {"a": "1"}, "f")
     True
-    >>> cache_key("run", "python t.py", {"a": "1"}, "f") == cache_key(
-    ...     "run", "python t.py", {"a": "2"}, "f")
+    >>> key == cache_key("train", "run", "python t.py", {"a": "2"}, "f")
+    False
+    >>> key == cache_key("other", "run", "python t.py", {"a": "1"}, "f")
     False
     """
-    return digest(cache_inputs(kind, command, params, fingerprint))
+    return digest(cache_inputs(job, kind, command, params, fingerprint))

@@ -99,6 +99,7 @@ def run(
     from .console import run_in_terminal
 
     return run_in_terminal(
+        debug=bool((ctx.obj or {}).get("debug")),
         job=job,
         overrides=list(overrides or []),
         job_file=str(jobfile.path.resolve()) if jobfile.path else None,
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(
-            args, prog_name="sweepflow", standalone_mode=False, obj={"extra": extra}
+            args, prog_name="sweepflow", standalone_mode=False, obj={"extra": extra, "debug": debug}
         )
         return result if isinstance(result, int) else 0
     except SweepflowError as exc:

@@ -27,17 +27,24 @@ __all__ = ["prefect_defaults", "run_in_terminal"]
 _PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    # Trial output goes to files and the Prefect API; the terminal shows the bar.
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "WARNING",
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "WARNING",
+    # Trial output and failures go to files, the Prefect API and the summary table;
+    # the terminal shows the bar, not log records or tracebacks (--debug shows them).
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "CRITICAL",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
 }
 
 
-def prefect_defaults() -> None:
-    """Set sweepflow's Prefect defaults for this process (before Prefect is imported)."""
+def prefect_defaults(*, quiet: bool = True) -> None:
+    """Set sweepflow's Prefect defaults for this process (before Prefect is imported).
+
+    Args:
+        quiet: Keep Prefect's and MLflow's log records off the terminal.
+    """
     for key, value in _PREFECT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+        if quiet or "LOGGING" not in key:
+            os.environ.setdefault(key, value)
 
 
 class _Bar:
@@ -99,20 +106,23 @@ def _summary(console: Console, outcomes: list[TrialOutcome], limit: int = 50) ->
     console.print(table)
     for o in outcomes:
         if o.status == "failed":
-            console.print(f"[red]trial {o.index} ({o.label}) failed:[/] {o.error.strip()}")
-            console.print(f"  logs: {Path(o.workdir) / 'stderr.log'}", markup=False)
+            console.print(
+                f"trial {o.index} ({o.label}) failed: {o.error.strip()}",
+                style="red",
+                markup=False,
+                soft_wrap=True,
+            )
+            console.print(f"  logs: {Path(o.workdir) / 'stderr.log'}", markup=False, soft_wrap=True)
 
 
-def run_in_terminal(**parameters: Any) -> int:
+def run_in_terminal(*, debug: bool = False, **parameters: Any) -> int:
     """Run the run-job flow with a live bar; print the summary; return the exit code."""
-    prefect_defaults()
-    import logging
+    prefect_defaults(quiet=not debug)
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from flows.run_job import run_job
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema set-up chatter
     console = Console(stderr=True)
     bar = _Bar(console)
     started = time.perf_counter()
@@ -144,6 +154,7 @@ def run_in_terminal(**parameters: Any) -> int:
         console.print(
             f"MLflow: experiment '{result['experiment']}' at {result['tracking_uri']}",
             markup=False,
+            soft_wrap=True,
         )
         return 0
     if state is not None and not bar.outcomes:

@@ -33,6 +33,7 @@ LogFn = Callable[[str], None]
 _RUNNING: set[subprocess.Popen] = set()
 _RUNNING_LOCK = threading.Lock()
 _IMPORT_LOCK = threading.Lock()
+_LOADED: dict[str, tuple[int, int]] = {}  # module file -> (mtime_ns, size) when imported
 
 
 class TrialFailed(SweepflowError, RuntimeError):
@@ -84,6 +85,7 @@ class TrialResult(BaseModel):
     digest: str
     cache_key: str
     index: int
+    params: dict[str, str] = Field(default_factory=dict)
     returncode: int | None = None
     value: Any = None
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -159,6 +161,7 @@ def _run_process(spec: TrialSpec, argv: list[str], cwd: Path, log: LogFn | None)
         )
         with _RUNNING_LOCK:
             _RUNNING.add(proc)
+        (workdir / "pid").write_text(str(proc.pid))
         pumps = []
         if log:
             pumps = [
@@ -188,6 +191,23 @@ def _run_process(spec: TrialSpec, argv: list[str], cwd: Path, log: LogFn | None)
     return returncode
 
 
+def _stop_orphan(workdir: Path) -> None:
+    """Stop the process group a killed sweep left running in this folder, if any."""
+    pid_file = workdir / "pid"
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    pid_file.unlink(missing_ok=True)
+    try:
+        if os.getpgid(pid) != pid:
+            return  # the pid was reused by an unrelated process
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -207,6 +227,13 @@ def _load_function(name: str, project: str) -> Callable[..., Any]:
             sys.path.insert(0, project)
         try:
             module = importlib.import_module(module_name)
+            source = getattr(module, "__file__", None)
+            if source and os.path.exists(source):
+                stat = os.stat(source)
+                seen = _LOADED.setdefault(source, (stat.st_mtime_ns, stat.st_size))
+                if seen != (stat.st_mtime_ns, stat.st_size):  # edited since imported
+                    module = importlib.reload(module)
+                    _LOADED[source] = (stat.st_mtime_ns, stat.st_size)
         except ImportError as exc:
             raise TrialFailed(f"call: cannot import module '{module_name}': {exc}") from exc
     function = getattr(module, attr, None)
@@ -274,6 +301,7 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
     """
     workdir = Path(spec.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    _stop_orphan(workdir)
     (workdir / "report.jsonl").unlink(missing_ok=True)
     started = time.time()
     returncode, value, metrics = None, None, {}
@@ -306,6 +334,7 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
         digest=spec.digest,
         cache_key=spec.cache_key,
         index=spec.index,
+        params=spec.params,
         returncode=returncode,
         value=value,
         metrics={**reported, **metrics},

@@ -31,6 +31,7 @@ DEFAULT_FILES = ("sweepflow.yaml", "hydraflow.yaml")
 _JOB_ALIASES = {"steps": "sets", "with": "add"}
 _SET_ALIASES = {"batch": "each", "args": "all", "with": "add"}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+_JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _CRON_FIELD = re.compile(r"[\d*/,\-A-Za-z?LW#]+")
 
 
@@ -203,6 +204,17 @@ class JobFile(_Model):
     jobs: dict[str, Job] = Field(default_factory=dict, description="Jobs by name.")
 
     _source: Source | None = PrivateAttr(None)
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _names(cls, jobs: Any) -> Any:
+        for name in jobs if isinstance(jobs, dict) else ():
+            if not _JOB_NAME.fullmatch(str(name)) or str(name) in {".", ".."}:
+                raise ValueError(
+                    f"job name {name!r} cannot name a folder in the state folder: use "
+                    "letters, digits, '_', '.' and '-' (e.g. train_small)"
+                )
+        return jobs
 
     @property
     def path(self) -> Path | None:

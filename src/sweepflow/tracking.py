@@ -8,6 +8,7 @@ or marked KILLED, so every trial ends with exactly one FINISHED run.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -145,7 +146,7 @@ class Tracker:
                     self.finish_trial(
                         child.info.run_id,
                         Path(result.workdir),
-                        params=child.data.params,
+                        params=getattr(result, "params", None) or child.data.params,
                         metrics=result.metrics,
                     )
                     finished += 1
@@ -256,6 +257,7 @@ class RunWriter:
                     self._ready.notify_all()
 
 
+@functools.cache
 def versions() -> str:
     """Versions of the packages a result depends on (a JSON tag)."""
     from importlib.metadata import PackageNotFoundError, version

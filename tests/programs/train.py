@@ -19,6 +19,6 @@ if params.get("a") == "bad":
     print("boom: a=bad is not a number", file=sys.stderr, flush=True)
     sys.exit(3)
 time.sleep(float(params.get("sleep", 0)))
-base = sum(10 ** i * float(params[k]) for i, k in enumerate(("b", "a")) if k in params)
+base = sum(10**i * float(params[k]) for i, k in enumerate(("b", "a")) if k in params)
 for step in range(3):
     sweepflow.log_metrics({"score": base + step / 10}, step=step)
