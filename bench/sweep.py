@@ -34,12 +34,40 @@ for _ in range(12):
 sweepflow.log_metrics({"score": float(m.mean())})
 """
 
+WORK = """\
+import numpy as np
+
+
+def trial(args):
+    params = dict(item.split("=", 1) for item in args)
+    rng = np.random.default_rng(int(params["a"]) * 100 + int(params["b"]))
+    m = rng.standard_normal((160, 160))
+    for _ in range(12):
+        m = np.tanh(m @ m.T / 160)
+    return {"score": float(m.mean())}
+"""
+
 JOB = """\
 jobs:
   bench:
     run: python prog.py
     sets:
       - each: a=1:20 b=1:10
+  bench_call:
+    call: work:trial
+    sets:
+      - each: a=1:20 b=1:10
+"""
+
+LOOP = """\
+import sys, time
+sys.path.insert(0, ".")
+from work import trial
+start = time.perf_counter()
+for a in range(1, 21):
+    for b in range(1, 11):
+        trial([f"a={a}", f"b={b}"])
+print(time.perf_counter() - start)
 """
 
 ENV = {
@@ -96,6 +124,7 @@ def main() -> None:
         project = root / "project"
         project.mkdir()
         (project / "prog.py").write_text(PROGRAM)
+        (project / "work.py").write_text(WORK)
         (project / "sweepflow.yaml").write_text(JOB)
         env = {**os.environ, **ENV, "PREFECT_HOME": str(root / "prefect")}
         env.pop("PREFECT_API_URL", None)
@@ -120,6 +149,8 @@ def main() -> None:
             try:
                 first = _timed([sweepflow, "run", "bench"], project, run_env)
                 cached = _timed([sweepflow, "run", "bench"], project, run_env)
+                if server is not None:
+                    calls = _timed([sweepflow, "run", "bench_call"], project, run_env)
             finally:
                 if server is not None:
                     server.terminate()
@@ -127,11 +158,25 @@ def main() -> None:
             rows.append((f"sweepflow, {label}: first run", first))
             rows.append((f"sweepflow, {label}: cached re-run", cached))
         shutil.rmtree(root / "prefect", ignore_errors=True)
+        loop = float(
+            subprocess.run(
+                [sys.executable, "-c", LOOP],
+                cwd=project,
+                env=env,
+                text=True,
+                capture_output=True,
+                check=True,
+            ).stdout
+        )
 
     width = max(len(label) for label, _ in rows)
     print(f"200 trials of a ~50 ms numpy program on {cores} cores")
     for label, seconds in rows:
         print(f"{label:<{width}}  {seconds:7.1f} s  {seconds / floor:5.2f}x floor")
+    print(
+        f"call: trials (running server): {200 / calls:.1f} trials/s end to end "
+        f"({calls:.1f} s, process start included) vs a plain loop {200 / loop:.1f} trials/s"
+    )
     for label in ("ephemeral API", "running prefect server"):
         first = dict(rows)[f"sweepflow, {label}: first run"]
         cached = dict(rows)[f"sweepflow, {label}: cached re-run"]

@@ -4,49 +4,23 @@ from __future__ import annotations
 
 import os
 import queue
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, runtime
 from prefect.artifacts import create_table_artifact
-from prefect.filesystems import LocalFileSystem
-from prefect.results import ResultStore
-from prefect.serializers import JSONSerializer
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from sweepflow.execute import TrialResult, TrialSpec, terminate_all
 from sweepflow.jobs import find_job_file, load_jobs
-from sweepflow.progress import TrialOutcome, current_sink
+from sweepflow.progress import TrialOutcome, count_outcomes, current_sink, outcome_of
 from sweepflow.settings import state_dir
-from sweepflow.tracking import RunWriter, Tracker, default_tracking_uri, versions
+from sweepflow.tracking import RunWriter, Tracker, default_tracking_uri, trial_tags, versions
 from sweepflow.trials import build_specs
-from tasks.trials import run_trial
+from tasks.trials import cached_result, result_store, run_trial
 
 __all__ = ["run_job"]
-
-
-def _store(state: Path) -> ResultStore:
-    storage = LocalFileSystem(basepath=str(state / "results"))
-    return ResultStore(result_storage=storage, serializer=JSONSerializer())
-
-
-def _cached(store: ResultStore, key: str) -> TrialResult | None:
-    if not key or not store.exists(key):
-        return None
-    value = store.read(key).result
-    return value if isinstance(value, TrialResult) else None
-
-
-def _outcome(spec: TrialSpec, status: str, result: TrialResult | None, error: str = ""):
-    return TrialOutcome(
-        spec.index,
-        spec.label,
-        status,
-        result.duration if result else None,
-        dict(result.metrics) if result else {},
-        error,
-        spec.workdir,
-    )
 
 
 @flow(name="run-job", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))
@@ -72,12 +46,14 @@ def run_job(
     project = jobfile.path.parent.resolve()
     state = state_dir(project)
     specs = build_specs(plan, project, extra)
-    store = _store(state)
+    store = result_store(state)
     refresh = refresh or not the_job.cache
-    hits = {} if refresh else {s.index: r for s in specs if (r := _cached(store, s.cache_key))}
+    hits = (
+        {} if refresh else {s.index: r for s in specs if (r := cached_result(store, s.cache_key))}
+    )
     uri = default_tracking_uri(project)
     tracker = Tracker(uri, the_job.experiment, the_job.key)
-    tracker.reap_stale(lambda key: None if refresh else _cached(store, key))
+    tracker.reap_stale(lambda key: None if refresh else cached_result(store, key))
     flow_run_id = str(runtime.flow_run.id or "")
     parent = tracker.start_parent(
         {"overrides": " ".join(overrides or []), "extra": " ".join(extra or [])},
@@ -88,7 +64,7 @@ def run_job(
     outcomes: dict[int, TrialOutcome] = {}
     for spec in specs:
         if spec.index in hits:
-            outcomes[spec.index] = _outcome(spec, "cached", hits[spec.index])
+            outcomes[spec.index] = outcome_of(spec, "cached", hits[spec.index])
             sink.finished(outcomes[spec.index])
     task = run_trial.with_options(
         result_storage=state / "results", refresh_cache=refresh, retries=the_job.retries
@@ -97,7 +73,7 @@ def run_job(
     window = max(1, max_parallel or os.cpu_count() or 1)
     writer = RunWriter(tracker, parent)
     for spec in todo[: 2 * window]:  # runs are created ahead, off the scheduling loop
-        writer.prepare(spec.index, _trial_tags(spec))
+        writer.prepare(spec.index, trial_tags(spec, flow_run_id))
     done: queue.Queue = queue.Queue()
     inflight: dict[Any, TrialSpec] = {}
     submitted, stop = 0, False
@@ -108,7 +84,7 @@ def run_job(
                 spec = todo[submitted]
                 if submitted + 2 * window < len(todo):
                     ahead = todo[submitted + 2 * window]
-                    writer.prepare(ahead.index, _trial_tags(ahead))
+                    writer.prepare(ahead.index, trial_tags(ahead, flow_run_id))
                 submitted += 1
                 run_env = {**env, "MLFLOW_RUN_ID": writer.run_id(spec.index)}
                 future = task.submit(spec.model_copy(update={"env": run_env}))
@@ -130,7 +106,8 @@ def run_job(
                 ok=result is not None,
                 tags={"prefect.task_run_id": str(future.task_run_id)},
             )
-            outcomes[spec.index] = _outcome(spec, "done" if result else "failed", result, error)
+            outcome = outcome_of(spec, "done" if result else "failed", result, error)
+            outcomes[spec.index] = replace(outcome, run_id=writer.run_id(spec.index))
             sink.finished(outcomes[spec.index])
             stop = stop or (fail_fast and result is None)
     except BaseException:
@@ -138,15 +115,15 @@ def run_job(
         for spec in [*inflight.values(), *todo[submitted:]]:
             writer.kill(spec.index)
         writer.close()
-        tracker.finish_parent(parent, _counts(outcomes, specs), "KILLED")
+        tracker.finish_parent(parent, count_outcomes(outcomes.values(), len(specs)), "KILLED")
         raise
     for spec in todo[submitted:]:  # not started because of --fail-fast
         writer.kill(spec.index)
-        outcomes[spec.index] = _outcome(spec, "cancelled", None)
+        outcomes[spec.index] = outcome_of(spec, "cancelled", None)
         sink.finished(outcomes[spec.index])
     sink.running(0)
     writer.close()
-    counts = _counts(outcomes, specs)
+    counts = count_outcomes(outcomes.values(), len(specs))
     failed = counts["failed"] + counts["cancelled"]
     tracker.finish_parent(parent, counts, "FAILED" if failed else "FINISHED")
     rows = [outcomes[s.index] for s in specs]
@@ -158,32 +135,15 @@ def run_job(
     return summary
 
 
-def _trial_tags(spec: TrialSpec) -> dict[str, str]:
-    return {
-        "sweepflow.trial": spec.digest,
-        "sweepflow.cache_key": spec.cache_key,
-        "sweepflow.fingerprint": spec.fingerprint,
-        "sweepflow.label": spec.label,
-        "prefect.flow_run_id": str(runtime.flow_run.id or ""),
-        "sweepflow.versions": versions(),
-    }
-
-
-def _counts(outcomes: dict[int, TrialOutcome], specs: list[TrialSpec]) -> dict[str, int]:
-    counts = dict.fromkeys(("done", "cached", "failed", "cancelled"), 0)
-    for outcome in outcomes.values():
-        counts[outcome.status] += 1
-    counts["total"] = len(specs)
-    return counts
-
-
 def _table(job: str, rows: list[TrialOutcome]) -> None:
+    """The trial table on the flow run (shown in the Prefect UI)."""
     table = [
         {
             "trial": o.index,
             "parameters": o.label,
             "status": o.status,
             "seconds": round(o.duration, 3) if o.duration is not None else None,
+            "mlflow run": o.run_id,
             **{f"metric.{k}": v for k, v in sorted(o.metrics.items())[:8]},
         }
         for o in rows

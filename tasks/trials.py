@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import CachePolicy
+from prefect.filesystems import LocalFileSystem
+from prefect.results import ResultStore
+from prefect.serializers import JSONSerializer
 
 from sweepflow.execute import TrialResult, TrialSpec, execute
 
-__all__ = ["TrialCachePolicy", "run_trial"]
+__all__ = ["TrialCachePolicy", "cached_result", "result_store", "run_trial"]
 
 
 class TrialCachePolicy(CachePolicy):
@@ -32,3 +36,17 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     """Run one trial (or batch, or submit handler); raise if it fails."""
     logger = get_run_logger()
     return execute(spec, log=logger.info)
+
+
+def result_store(state: Path) -> ResultStore:
+    """The store the trial task persists its results in (``<state>/results``)."""
+    storage = LocalFileSystem(basepath=str(state / "results"))
+    return ResultStore(result_storage=storage, serializer=JSONSerializer())
+
+
+def cached_result(store: ResultStore, key: str) -> TrialResult | None:
+    """The cached result for ``key``, read without creating a task run; or None."""
+    if not key or not store.exists(key):
+        return None
+    value = store.read(key).result
+    return value if isinstance(value, TrialResult) else None

@@ -156,6 +156,9 @@ def run_in_terminal(*, debug: bool = False, **parameters: Any) -> int:
             markup=False,
             soft_wrap=True,
         )
+        if bar.outcomes:
+            folder = Path(bar.outcomes[0].workdir).parent
+            console.print(f"trial folders (logs, outputs): {folder}", markup=False, soft_wrap=True)
         return 0
     if state is not None and not bar.outcomes:
         console.print(f"[red]error:[/] {state.message}")

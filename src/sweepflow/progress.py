@@ -7,12 +7,19 @@ the Prefect logs and trial table artifact tell the story.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["ProgressSink", "TrialOutcome", "current_sink", "sink"]
+__all__ = [
+    "ProgressSink",
+    "TrialOutcome",
+    "count_outcomes",
+    "current_sink",
+    "outcome_of",
+    "sink",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,7 @@ class TrialOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
     workdir: str = ""
+    run_id: str = ""
 
 
 class ProgressSink(Protocol):
@@ -72,3 +80,25 @@ def sink(target: ProgressSink) -> Iterator[ProgressSink]:
         yield target
     finally:
         _current.remove(target)
+
+
+def outcome_of(spec: Any, status: str, result: Any = None, error: str = "") -> TrialOutcome:
+    """The outcome of a trial spec with its result (a ``TrialResult``) if it has one."""
+    return TrialOutcome(
+        index=spec.index,
+        label=spec.label,
+        status=status,
+        duration=result.duration if result else None,
+        metrics=dict(result.metrics) if result else {},
+        error=error,
+        workdir=spec.workdir,
+    )
+
+
+def count_outcomes(outcomes: Iterable[TrialOutcome], total: int) -> dict[str, int]:
+    """Trials by status (done, cached, failed, cancelled) and the total."""
+    counts = dict.fromkeys(("done", "cached", "failed", "cancelled"), 0)
+    for outcome in outcomes:
+        counts[outcome.status] += 1
+    counts["total"] = total
+    return counts

@@ -21,7 +21,7 @@ from typing import Any
 
 from ._tracking_uri import default_tracking_uri, ensure_experiment, prepare_store
 
-__all__ = ["RunWriter", "Tracker", "default_tracking_uri", "versions"]
+__all__ = ["RunWriter", "Tracker", "default_tracking_uri", "trial_tags", "versions"]
 
 _BATCH = 900  # below MLflow's 1,000 metrics per log_batch call
 
@@ -269,3 +269,15 @@ def versions() -> str:
         except PackageNotFoundError:
             continue
     return json.dumps(found, sort_keys=True)
+
+
+def trial_tags(spec: Any, flow_run_id: str) -> dict[str, str]:
+    """The tags of a trial's run: what it is, what it was made from, where it ran."""
+    return {
+        "sweepflow.trial": spec.digest,
+        "sweepflow.cache_key": spec.cache_key,
+        "sweepflow.fingerprint": spec.fingerprint,
+        "sweepflow.label": spec.label,
+        "prefect.flow_run_id": flow_run_id,
+        "sweepflow.versions": versions(),
+    }
