@@ -66,3 +66,30 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     return folder
+
+
+SWEEPFLOW_ENV = ("SWEEPFLOW_REPORT", "SWEEPFLOW_TRIAL_DIR", "SWEEPFLOW_JOB", "SWEEPFLOW_TRIAL")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One real MLflow store (SQLite, path with a space) shared by a module's tests."""
+    from sweepflow._tracking_uri import prepare_store
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow store') / 'mlflow.db'}"
+    prepare_store(uri)
+    return uri
+
+
+@pytest.fixture
+def by_hand(store: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """No sweepflow environment, MLflow pointed at the module's store: as run by hand."""
+    import mlflow
+
+    for name in (*SWEEPFLOW_ENV, "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment_name)
+    yield store
+    while mlflow.active_run():
+        mlflow.end_run()

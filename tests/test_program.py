@@ -6,7 +6,6 @@ import inspect
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,6 @@ from pydantic import BaseModel, field_validator
 
 from sweepflow.program import ConfigError, config_keys, main, parse_config
 from sweepflow.report import read_report
-
-SWEEPFLOW_ENV = ("SWEEPFLOW_REPORT", "SWEEPFLOW_TRIAL_DIR", "SWEEPFLOW_JOB", "SWEEPFLOW_TRIAL")
 
 
 class Model(BaseModel):
@@ -251,27 +248,10 @@ def test_under_sweepflow_in_a_fresh_process_imports_no_mlflow(
     assert read_report(sweepflow_env / "report.jsonl").params == {"lr": "0.5"}
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One real MLflow store shared by this module's by-hand tests."""
-    from sweepflow._tracking_uri import prepare_store
-
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    prepare_store(uri)
-    return uri
-
-
 @pytest.fixture
-def by_hand(store: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    import mlflow
-
-    for name in (*SWEEPFLOW_ENV, "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "programs")
-    yield store
-    while mlflow.active_run():
-        mlflow.end_run()
+def experiment_name() -> str:
+    """The by-hand experiment of this module (used by the ``by_hand`` fixture)."""
+    return "programs"
 
 
 def test_by_hand_run_lands_in_mlflow(by_hand: str) -> None:

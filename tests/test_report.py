@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,6 @@ from sweepflow.report import (
     read_report,
 )
 
-SWEEPFLOW_ENV = ("SWEEPFLOW_REPORT", "SWEEPFLOW_TRIAL_DIR", "SWEEPFLOW_JOB", "SWEEPFLOW_TRIAL")
-
 
 @pytest.fixture
 def report_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -38,28 +35,10 @@ def report_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One real MLflow store (SQLite, path with a space) shared by this module's tests."""
-    from sweepflow._tracking_uri import prepare_store
-
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow store') / 'mlflow.db'}"
-    prepare_store(uri)
-    return uri
-
-
 @pytest.fixture
-def by_hand(store: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """No sweepflow environment, MLflow pointed at the module's store."""
-    import mlflow
-
-    for name in (*SWEEPFLOW_ENV, "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "by-hand")
-    yield store
-    while mlflow.active_run():
-        mlflow.end_run()
+def experiment_name() -> str:
+    """The by-hand experiment of this module (used by the ``by_hand`` fixture)."""
+    return "by-hand"
 
 
 def test_report_round_trip(report_file: Path, tmp_path: Path) -> None:
