@@ -7,6 +7,7 @@ the functions that need a client.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = [
     "by_hand_experiment",
     "default_tracking_uri",
     "ensure_experiment",
+    "fast_commits",
     "local_path",
     "prepare_store",
 ]
@@ -127,12 +129,56 @@ def prepare_store(tracking_uri: str) -> None:
     if root is None:
         return
     database = Path(tracking_uri.removeprefix("sqlite:///").partition("?")[0])
-    if database.is_file() and database.stat().st_size > 0:
-        return
-    database.parent.mkdir(parents=True, exist_ok=True)
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    if not (database.is_file() and database.stat().st_size > 0):
+        database.parent.mkdir(parents=True, exist_ok=True)
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    SqlAlchemyStore(tracking_uri, root.as_uri()).engine.dispose()
+        SqlAlchemyStore(tracking_uri, root.as_uri()).engine.dispose()
+    _write_ahead_log(database)
+
+
+def _write_ahead_log(database: Path) -> None:
+    """Put the database in WAL mode (a property of the file, kept across processes).
+
+    Each MLflow call commits; in the default rollback-journal mode every commit costs
+    an fsync of the journal and the database, in WAL mode one append: measured here,
+    create + log + close of a run fell from 16.6 ms to 11.1 ms (9.2 ms with
+    ``synchronous=NORMAL``, see :func:`fast_commits`). WAL needs every process that
+    opens the file to be on one host, which is the case for a local SQLite store.
+    """
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+_FAST: set[str] = set()
+
+
+def fast_commits(tracking_uri: str) -> None:
+    """In this process, commit to the SQLite store without an fsync per commit.
+
+    ``synchronous=NORMAL`` in WAL mode cannot corrupt the database; a power loss may
+    drop the last transactions (a killed process loses nothing). Other stores: no-op.
+    """
+    if not tracking_uri.startswith("sqlite:///") or tracking_uri in _FAST:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    target = str(Path(tracking_uri.removeprefix("sqlite:///").partition("?")[0]).resolve())
+
+    def _on_connect(connection: Any, _record: Any) -> None:
+        import sqlite3
+
+        if not isinstance(connection, sqlite3.Connection):
+            return
+        files = {row[2] for row in connection.execute("PRAGMA database_list")}
+        if target in files:
+            connection.execute("PRAGMA synchronous=NORMAL")
+
+    event.listen(Engine, "connect", _on_connect)
+    _FAST.add(tracking_uri)
 
 
 def by_hand_experiment() -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ._tracking_uri import default_tracking_uri, ensure_experiment, prepare_store
+from ._tracking_uri import default_tracking_uri, ensure_experiment, fast_commits, prepare_store
 
 __all__ = ["RunWriter", "Tracker", "default_tracking_uri", "trial_tags", "versions"]
 
@@ -48,6 +48,7 @@ class Tracker:
         from mlflow import MlflowClient
 
         prepare_store(uri)  # create the schema before anything fans out
+        fast_commits(uri)
         self.uri, self.job = uri, job
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = ensure_experiment(self.client, experiment, uri)
