@@ -477,6 +477,51 @@ def test_sigkill_then_resume(project: Path, tmp_path: Path) -> None:
     assert [p.info.status for p in parents] == ["KILLED", "FINISHED"]
 
 
+def test_ctrl_c_stops_cleanly(project: Path, tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C): running children are terminated, the summary says what finished,
+    exit code 130, and no MLflow run is left RUNNING."""
+    make_project(
+        project,
+        """
+        jobs:
+          slow:
+            run: python train.py
+            add: sleep=30
+            sets:
+              - each: a=1:4
+        """,
+        "train.py",
+    )
+    command = [sys.executable, "-m", "sweepflow", "run", "slow", "--max-parallel", "2"]
+    with (tmp_path / "out.txt").open("wb") as out:
+        process = subprocess.Popen(command, cwd=project, env=child_env(), stdout=out, stderr=out)
+        try:
+            deadline = time.monotonic() + 120
+            pids: list[Path] = []
+            while len(pids) < 2 and time.monotonic() < deadline:
+                assert process.poll() is None, (tmp_path / "out.txt").read_text()
+                pids = list((project / ".sweepflow" / "runs" / "slow").glob("*/pid"))
+                time.sleep(0.2)
+            time.sleep(1)
+            children = [int(path.read_text()) for path in pids]
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+        finally:
+            process.kill()
+    output = (tmp_path / "out.txt").read_text()
+
+    assert process.returncode == 130, output
+    assert "interrupted" in output and "0 done" in output, output
+    for pid in children:  # the trials' process groups are gone
+        with pytest.raises(ProcessLookupError):
+            for _ in range(50):
+                os.killpg(pid, 0)
+                time.sleep(0.1)
+    trials = mlflow_runs(project, "slow")
+    assert trials and {r.info.status for r in trials} == {"KILLED"}, trials
+    assert [p.info.status for p in mlflow_runs(project, "slow", "parent")] == ["KILLED"]
+
+
 def _wait_for_finished(
     project: Path, job: str, count: int, process: subprocess.Popen, limit: float = 120
 ) -> set[str]:
