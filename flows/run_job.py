@@ -18,7 +18,7 @@ from sweepflow.progress import TrialOutcome, count_outcomes, current_sink, outco
 from sweepflow.settings import state_dir
 from sweepflow.tracking import RunWriter, Tracker, default_tracking_uri, trial_tags, versions
 from sweepflow.trials import build_specs
-from tasks.trials import cached_result, result_store, run_trial
+from tasks.trials import cached_result, result_store, run_chunk, run_trial
 
 __all__ = ["run_job"]
 
@@ -66,58 +66,70 @@ def run_job(
         if spec.index in hits:
             outcomes[spec.index] = outcome_of(spec, "cached", hits[spec.index])
             sink.finished(outcomes[spec.index])
-    task = run_trial.with_options(
+    single = run_trial.with_options(
         result_storage=state / "results", refresh_cache=refresh, retries=the_job.retries
     )
     todo = [s for s in specs if s.index not in hits]
+    size = the_job.chunk  # trials per task: short trials share one task run
+    units = [todo[i : i + size] for i in range(0, len(todo), size)]
     window = max(1, max_parallel or os.cpu_count() or 1)
     writer = RunWriter(tracker, parent)
-    for spec in todo[: 2 * window]:  # runs are created ahead, off the scheduling loop
-        writer.prepare(spec.index, trial_tags(spec, flow_run_id))
+    for unit in units[: 2 * window]:  # runs are created ahead, off the scheduling loop
+        for spec in unit:
+            writer.prepare(spec.index, trial_tags(spec, flow_run_id))
     done: queue.Queue = queue.Queue()
-    inflight: dict[Any, TrialSpec] = {}
+    inflight: dict[Any, list[TrialSpec]] = {}
     submitted, stop = 0, False
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_ID": tracker.experiment_id}
     try:
-        while submitted < len(todo) or inflight:
-            while submitted < len(todo) and len(inflight) < window and not stop:
-                spec = todo[submitted]
-                if submitted + 2 * window < len(todo):
-                    ahead = todo[submitted + 2 * window]
-                    writer.prepare(ahead.index, trial_tags(ahead, flow_run_id))
+        while submitted < len(units) or inflight:
+            while submitted < len(units) and len(inflight) < window and not stop:
+                unit = units[submitted]
+                if submitted + 2 * window < len(units):
+                    for spec in units[submitted + 2 * window]:
+                        writer.prepare(spec.index, trial_tags(spec, flow_run_id))
                 submitted += 1
-                run_env = {**env, "MLFLOW_RUN_ID": writer.run_id(spec.index)}
-                future = task.submit(spec.model_copy(update={"env": run_env}))
-                inflight[future] = spec
+                ready = [
+                    s.model_copy(update={"env": {**env, "MLFLOW_RUN_ID": writer.run_id(s.index)}})
+                    for s in unit
+                ]
+                if size == 1:
+                    future = single.submit(ready[0])
+                else:
+                    future = run_chunk.submit(ready, str(state), fail_fast=fail_fast)
+                inflight[future] = unit
                 future.add_done_callback(done.put)
-            sink.running(len(inflight))
+            sink.running(sum(len(u) for u in inflight.values()))
             if not inflight:
                 break
             future = done.get()
-            spec = inflight.pop(future)
-            value = future.result(raise_on_failure=False)
-            result = value if isinstance(value, TrialResult) else None
-            error = "" if result else str(value) if isinstance(value, BaseException) else "failed"
-            writer.finish(
-                spec.index,
-                Path(spec.workdir),
-                params=spec.params,
-                metrics=result.metrics if result else None,
-                ok=result is not None,
-                tags={"prefect.task_run_id": str(future.task_run_id)},
-            )
-            outcome = outcome_of(spec, "done" if result else "failed", result, error)
-            outcomes[spec.index] = replace(outcome, run_id=writer.run_id(spec.index))
-            sink.finished(outcomes[spec.index])
-            stop = stop or (fail_fast and result is None)
+            unit = inflight.pop(future)
+            task_run = {"prefect.task_run_id": str(future.task_run_id)}
+            for spec, result, error in _results(future, unit):
+                status = "done" if result else "cancelled" if error == "cancelled" else "failed"
+                if status == "cancelled":
+                    writer.kill(spec.index)
+                else:
+                    writer.finish(
+                        spec.index,
+                        Path(spec.workdir),
+                        params=spec.params,
+                        metrics=result.metrics if result else None,
+                        ok=result is not None,
+                        tags=task_run,
+                    )
+                outcome = outcome_of(spec, status, result, "" if result else error)
+                outcomes[spec.index] = replace(outcome, run_id=writer.run_id(spec.index))
+                sink.finished(outcomes[spec.index])
+                stop = stop or (fail_fast and status == "failed")
     except BaseException:
         terminate_all()
-        for spec in [*inflight.values(), *todo[submitted:]]:
+        for spec in [s for u in [*inflight.values(), *units[submitted:]] for s in u]:
             writer.kill(spec.index)
         writer.close()
         tracker.finish_parent(parent, count_outcomes(outcomes.values(), len(specs)), "KILLED")
         raise
-    for spec in todo[submitted:]:  # not started because of --fail-fast
+    for spec in [s for u in units[submitted:] for s in u]:  # not started (--fail-fast)
         writer.kill(spec.index)
         outcomes[spec.index] = outcome_of(spec, "cancelled", None)
         sink.finished(outcomes[spec.index])
@@ -133,6 +145,17 @@ def run_job(
     if failed:
         raise RuntimeError(f"{failed} of {len(specs)} trials of job '{job}' did not finish")
     return summary
+
+
+def _results(future: Any, unit: list[TrialSpec]) -> list[tuple[TrialSpec, Any, str]]:
+    """(spec, result or None, error) of every trial of a finished task."""
+    value = future.result(raise_on_failure=False)
+    if isinstance(value, list):  # a chunk: one item per trial
+        return [(spec, item.result, item.error) for spec, item in zip(unit, value, strict=True)]
+    if isinstance(value, TrialResult):
+        return [(unit[0], value, "")]
+    error = str(value) if isinstance(value, BaseException) else "failed"
+    return [(spec, None, error) for spec in unit]
 
 
 def _table(job: str, rows: list[TrialOutcome]) -> None:

@@ -6,14 +6,22 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import CachePolicy
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
 from prefect.serializers import JSONSerializer
+from pydantic import BaseModel
 
-from sweepflow.execute import TrialResult, TrialSpec, execute
+from sweepflow.execute import TrialFailed, TrialResult, TrialSpec, execute
 
-__all__ = ["TrialCachePolicy", "cached_result", "result_store", "run_trial"]
+__all__ = [
+    "ChunkItem",
+    "TrialCachePolicy",
+    "cached_result",
+    "result_store",
+    "run_chunk",
+    "run_trial",
+]
 
 
 class TrialCachePolicy(CachePolicy):
@@ -36,6 +44,35 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     """Run one trial (or batch, or submit handler); raise if it fails."""
     logger = get_run_logger()
     return execute(spec, log=logger.info)
+
+
+class ChunkItem(BaseModel):
+    """How one trial of a chunk ended: its result, or why not (``cancelled``: not run)."""
+
+    result: TrialResult | None = None
+    error: str = ""
+
+
+@task(name="run-trials", task_run_name="{specs[0].job}[{specs[0].index}+]", cache_policy=NO_CACHE)
+def run_chunk(specs: list[TrialSpec], state: str, fail_fast: bool = False) -> list[ChunkItem]:
+    """Run short trials one after another in one task run (a task run costs ~30 ms of
+    API calls); each successful trial's result is cached under its own key, as
+    :func:`run_trial` would, so caching, tracking and status stay per trial."""
+    logger = get_run_logger()
+    store = result_store(Path(state))
+    items: list[ChunkItem] = []
+    for spec in specs:
+        if fail_fast and any(item.result is None for item in items):
+            items.append(ChunkItem(error="cancelled"))
+            continue
+        try:
+            result = execute(spec, log=logger.info)
+        except TrialFailed as exc:
+            items.append(ChunkItem(error=str(exc)))
+            continue
+        store.write(result, key=spec.cache_key)
+        items.append(ChunkItem(result=result))
+    return items
 
 
 def result_store(state: Path) -> ResultStore:

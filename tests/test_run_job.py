@@ -796,3 +796,57 @@ def test_each_job_records_its_own_trials(project: Path) -> None:
     run_flow("second", job_file)
 
     assert len(sweepflow.runs("second")) == 2
+
+
+def test_chunked_trials_keep_per_trial_caching_and_tracking(project: Path) -> None:
+    """``chunk: 3`` runs 7 short trials in 3 task runs; each trial still gets its own
+    cache entry, MLflow run and status, and a failing one does not stop its chunk."""
+    job_file = make_project(
+        project,
+        """
+        jobs:
+          short:
+            run: python train.py
+            chunk: 3
+            sets:
+              - each: a=1,2,bad,4,5,6,7
+        """,
+        "train.py",
+    )
+
+    state = run_flow("short", job_file, return_state=True)
+
+    assert state.is_failed()
+    assert Counter(e["a"] for e in executions(project)) == Counter(
+        ["1", "2", "bad", "4", "5", "6", "7"]
+    )
+    trials = mlflow_runs(project, "short")
+    by_a = {r.data.params["a"]: r.info.status for r in trials}
+    assert by_a == {**dict.fromkeys("124567", "FINISHED"), "bad": "FAILED"}, by_a
+    assert all(len(r.data.metrics) == 1 for r in trials if r.info.status == "FINISHED")
+    (parent,) = mlflow_runs(project, "short", "parent")
+    task_runs = _task_runs(parent.data.tags["prefect.flow_run_id"])
+    assert len(task_runs) == 3 and all(n.endswith("+]") for n in task_runs), task_runs
+
+    run_flow("short", job_file, return_state=True)
+
+    again = Counter(e["a"] for e in executions(project))
+    assert again["bad"] == 2 and all(again[a] == 1 for a in "124567"), again
+
+
+def _task_runs(flow_run_id: str) -> list[str]:
+    """Names of the task runs of a flow run (from the Prefect API); a chunk of trials
+    is named ``<job>[<first index>+]``."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as prefect_client:
+        runs = prefect_client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=200,
+        )
+    return [run.name for run in runs]

@@ -107,6 +107,7 @@ class Job(_Model):
     sets: tuple[SweepSet, ...] = Field((), description="Parameter sets.")
     seeds: int | str | None = Field(None, description="Replicates for every set.")
     per: Literal["trial", "batch"] = Field("trial", description="Task granularity.")
+    chunk: int = Field(1, ge=1, description="Trials per Prefect task (for short trials).")
     profile: str | None = Field(None, description="Execution profile name or path.")
     retries: int = Field(0, ge=0, description="Retries of a failed trial.")
     timeout: float | None = Field(None, gt=0, description="Seconds (or '10m', '1h30m').")
