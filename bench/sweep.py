@@ -53,6 +53,11 @@ jobs:
     run: python prog.py
     sets:
       - each: a=1:20 b=1:10
+  bench_chunked:
+    run: python prog.py
+    chunk: 10
+    sets:
+      - each: a=1:20 b=1:10
   bench_call:
     call: work:trial
     sets:
@@ -154,6 +159,7 @@ def main() -> None:
             try:
                 first = _timed([sweepflow, "run", "bench"], project, run_env)
                 cached = _timed([sweepflow, "run", "bench"], project, run_env)
+                chunked = _timed([sweepflow, "run", "bench_chunked"], project, run_env)
                 if server is not None:
                     calls = _timed([sweepflow, "run", "bench_call"], project, run_env)
             finally:
@@ -162,6 +168,7 @@ def main() -> None:
                     server.wait(timeout=30)
             rows.append((f"sweepflow, {label}: first run", first))
             rows.append((f"sweepflow, {label}: cached re-run", cached))
+            rows.append((f"sweepflow, {label}: first run, chunk: 10", chunked))
         shutil.rmtree(root / "prefect", ignore_errors=True)
         loop = float(
             subprocess.run(
