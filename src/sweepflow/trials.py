@@ -38,7 +38,8 @@ def build_specs(plan: Plan, project_dir: Path, extra: list[str] | None = None) -
         inputs = {"params": unit.params, "items": list(unit.items), "extra": extra}
         if unit.kind == "submit":
             inputs = {"lines": list(unit.lines), "extra": extra}
-        name = unit.digest[:16] if unit.kind != "submit" else f"submit-{unit.digest[:16]}"
+        unit_digest = unit.digest  # hashed once: it names the folder and the spec
+        name = unit_digest[:16] if unit.kind != "submit" else f"submit-{unit_digest[:16]}"
         specs.append(
             TrialSpec(
                 job=job.key,
@@ -51,7 +52,7 @@ def build_specs(plan: Plan, project_dir: Path, extra: list[str] | None = None) -
                 function=unit.function,
                 lines=unit.lines,
                 param_file=str(unit.param_file) if unit.param_file else None,
-                digest=unit.digest,
+                digest=unit_digest,
                 cache_key=cache_key(job.key, unit.kind, job.command, inputs, code),
                 fingerprint=code,
                 workdir=str(folder / name),
