@@ -93,9 +93,9 @@ def run(
 
         print_dry_run(plan, extra, project, as_json=json)
         return 0
-    from .commands import invocations
+    from .commands import check_extra
 
-    next(invocations(plan, extra, project), None)  # e.g. '--' arguments on a call: job
+    check_extra(plan.job, extra)
     from .console import run_in_terminal
 
     return run_in_terminal(

@@ -14,9 +14,10 @@ from typing import Literal
 
 from .expansion import Plan
 from .hashing import digest
+from .jobs import Job
 from .settings import state_dir
 
-__all__ = ["Invocation", "invocations", "trial_digest"]
+__all__ = ["Invocation", "check_extra", "invocations", "trial_digest"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,12 @@ def _batch_units(plan: Plan, sweep_root: Path) -> Iterator[tuple[int, list[str]]
         )
 
 
+def check_extra(job: Job, extra: list[str] | tuple[str, ...]) -> None:
+    """Arguments after ``--`` go to a program: refuse them for a ``call:`` job."""
+    if extra and job.kind == "call":
+        raise job.error("is a call: job; arguments after -- apply to run: and submit: jobs")
+
+
 def invocations(
     plan: Plan, extra: list[str] | tuple[str, ...] = (), project_dir: Path | None = None
 ) -> Iterator[Invocation]:
@@ -99,8 +106,7 @@ def invocations(
     """
     job = plan.job
     kind = job.kind
-    if extra and kind == "call":
-        raise job.error("is a call: job; arguments after -- apply to run: and submit: jobs")
+    check_extra(job, extra)
     runs = state_dir(project_dir) / "runs" / job.key
     if job.per == "batch":
         units = ((i, i, {}, items) for i, items in _batch_units(plan, runs / "multirun"))

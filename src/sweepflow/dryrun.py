@@ -97,7 +97,7 @@ def print_jobs(jobfile: JobFile) -> None:
         table.add_column(column, justify="right" if column in ("trials", "batches") else "left")
     reasons = []
     for name, job in jobfile.jobs.items():
-        given = [k for k in ("run", "call", "submit") if getattr(job, k) is not None]
+        given = job.commands_given
         kind = given[0] if len(given) == 1 else "?"
         command = getattr(job, kind) if kind != "?" else ""
         try:

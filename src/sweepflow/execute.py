@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._run import unflatten
 from .errors import SweepflowError
 
 __all__ = ["TrialFailed", "TrialResult", "TrialSpec", "execute", "terminate_all"]
@@ -242,18 +243,6 @@ def _load_function(name: str, project: str) -> Callable[..., Any]:
     return function
 
 
-def _nested(params: dict[str, str]) -> dict[str, Any]:
-    """Dotted keys become nested fields: ``model.depth=3`` -> ``{"model": {"depth": "3"}}``."""
-    tree: dict[str, Any] = {}
-    for key, value in params.items():
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
-
-
 def _config_model(function: Callable[..., Any]) -> type[BaseModel] | None:
     """The pydantic model of a function's only parameter, if it is annotated with one."""
     parameters = list(inspect.signature(function).parameters.values())
@@ -273,7 +262,7 @@ def _call(spec: TrialSpec) -> Any:
     if model is None:
         return function(list(spec.items))
     try:
-        config = model.model_validate(_nested(spec.params))
+        config = model.model_validate(unflatten(spec.params))
     except Exception as exc:
         raise TrialFailed(f"parameters do not fit {model.__name__}: {exc}") from exc
     return function(config)

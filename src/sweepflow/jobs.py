@@ -155,9 +155,14 @@ class Job(_Model):
         return self.name or self._key
 
     @property
+    def commands_given(self) -> list[str]:
+        """Which of ``run`` / ``call`` / ``submit`` the job sets (unchecked)."""
+        return [k for k in ("run", "call", "submit") if getattr(self, k) is not None]
+
+    @property
     def kind(self) -> Literal["run", "call", "submit"]:
         """Which of ``run`` / ``call`` / ``submit`` the job uses (checked)."""
-        given = [k for k in ("run", "call", "submit") if getattr(self, k) is not None]
+        given = self.commands_given
         if len(given) != 1:
             what = "none of" if not given else "more than one of"
             raise self.error(
