@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ def run_job(
     task run. Returns the counts and one row per trial.
     """
     del profile  # execution profiles arrive with the SLURM issue; local threads for now
+    _end_with_worker()
     jobfile = load_jobs(job_file or find_job_file())
     the_job = jobfile.job(job)
     plan = the_job.plan(overrides or [])
@@ -145,6 +149,30 @@ def run_job(
     if failed:
         raise RuntimeError(f"{failed} of {len(specs)} trials of job '{job}' did not finish")
     return summary
+
+
+def _end_with_worker() -> None:
+    """Under a worker, end this flow run when the worker process dies.
+
+    The worker starts each flow run as a child process; without this, a killed worker
+    leaves its flow runs going on unsupervised. A watchdog thread notices the parent is
+    gone, points stdout/stderr (pipes to the dead worker) at /dev/null so that logging
+    cannot fail, and sends this process SIGTERM, which Prefect reports as Crashed; the
+    trials are stopped and the next run of the deployment resumes through the cache.
+    """
+    if not runtime.deployment.id:
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sweepflow-worker-watch", daemon=True).start()
 
 
 def _results(future: Any, unit: list[TrialSpec]) -> list[tuple[TrialSpec, Any, str]]:

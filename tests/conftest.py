@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -93,3 +94,31 @@ def by_hand(store: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch) -
     yield store
     while mlflow.active_run():
         mlflow.end_run()
+
+
+if TYPE_CHECKING:  # tests/ is on sys.path (rootdir conftest), so the helper imports as `browser`
+    from browser import Browser
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium (see ``tests/browser.py``) shared by the session's tests.
+
+    Skipped where no Chromium is installed, except under CI (``CI`` set), which must have
+    installed it with ``.ci/install-chromium`` and so fails instead.
+    """
+    import os
+
+    from browser import Browser, find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        reason = (
+            "no Chromium on PATH (chromium, chromium-browser or google-chrome); "
+            "install it with .ci/install-chromium"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    with Browser(binary) as opened:
+        yield opened

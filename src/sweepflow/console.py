@@ -119,19 +119,32 @@ def run_in_terminal(*, debug: bool = False, **parameters: Any) -> int:
     """Run the run-job flow with a live bar; print the summary; return the exit code."""
     prefect_defaults(quiet=not debug)
 
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
 
     from flows.run_job import run_job
+
+    # A local run needs no server-side crash detection (sweepflow reaps its own stale
+    # runs); Prefect's heartbeat thread would add ~1 s to every flow call.
+    updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    api = PREFECT_API_URL.value()
+    if not api and parameters.get("job_file"):  # report to this project's `sweepflow up`
+        from .servers import configured_api_url
+
+        api = configured_api_url(Path(parameters["job_file"]).parent)
+        if api:
+            updates[PREFECT_API_URL] = api
 
     console = Console(stderr=True)
     bar = _Bar(console)
     started = time.perf_counter()
     state = None
     interrupted = False
-    # A local run needs no server-side crash detection (sweepflow reaps its own stale
-    # runs); Prefect's heartbeat thread would add ~1 s to every flow call.
     try:
-        with sink(bar), temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with sink(bar), temporary_settings(updates=updates):
             state = run_job(**parameters, return_state=True)
     except KeyboardInterrupt:
         interrupted = True
@@ -159,6 +172,11 @@ def run_in_terminal(*, debug: bool = False, **parameters: Any) -> int:
         if bar.outcomes:
             folder = Path(bar.outcomes[0].workdir).parent
             console.print(f"trial folders (logs, outputs): {folder}", markup=False, soft_wrap=True)
+        if api:
+            run_url = f"{api.removesuffix('/').removesuffix('/api')}/runs/flow-run/"
+            console.print(
+                f"Prefect: {run_url}{state.state_details.flow_run_id}", markup=False, soft_wrap=True
+            )
         return 0
     if state is not None and not bar.outcomes:
         console.print(f"[red]error:[/] {state.message}")
