@@ -360,6 +360,9 @@ def _start_worker(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "MLFLOW_TRACKING_URI": uri,  # flow runs log where the UI looks
     }
+    # prefect.yaml's pull step: `{{ $SWEEPFLOW_PROJECT_DIR }}` left unresolved by
+    # `prefect deploy` is filled in from the worker's environment.
+    env.setdefault("SWEEPFLOW_PROJECT_DIR", str(cwd))
     record["worker"] = _launch(layout, "worker", argv, env, cwd)
     record["worker"] |= {"pool": POOL, "name": name}
     _write_json(layout.record, record)

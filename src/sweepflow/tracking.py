@@ -63,7 +63,9 @@ class Tracker:
             "sweepflow.host": socket.gethostname(),
             "sweepflow.pid": str(os.getpid()),
         }
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{self.job}")
+        # Named by what was asked for ("train lr=0.1"), so runs of one job tell apart.
+        name = " ".join(filter(None, (self.job, params.get("overrides"), params.get("extra"))))
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name[:250])
         self._log(run.info.run_id, params=params)
         return run.info.run_id
 
