@@ -98,6 +98,34 @@ def test_core_imports_no_heavy_library(tmp_path: Path) -> None:
     )
 
 
+_PROFILES_PROBE = r"""
+import json, sys
+from sweepflow.profiles import available_profiles, load_profile
+
+for name in available_profiles():
+    profile = load_profile(name, ["retries=1"])
+    profile.resolved(), profile.cluster_kwargs("/tmp/state"), profile.adapt_kwargs()
+    profile.worker_resources()
+print(json.dumps(sorted({m.partition(".")[0] for m in sys.modules})))
+"""
+
+
+def test_profiles_load_without_dask_or_prefect(tmp_path: Path) -> None:
+    # Only Profile.task_runner() and Profile.job_script() may import these.
+    result = subprocess.run(
+        [sys.executable, "-c", _PROFILES_PROBE],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    heavy = {*HEAVY, "dask_jobqueue", "prefect_dask"} & loaded
+    assert not heavy, f"loading and resolving profiles imported {sorted(heavy)}"
+
+
 def test_console_script_prints_version(tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
     script = shutil.which("sweepflow", path=str(bin_dir))

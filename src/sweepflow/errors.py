@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["JobError", "JobFileError", "SweepSyntaxError", "SweepflowError"]
+__all__ = ["JobError", "JobFileError", "ProfileError", "SweepSyntaxError", "SweepflowError"]
 
 
 class SweepflowError(Exception):
@@ -56,4 +56,12 @@ class JobError(SweepflowError, ValueError):
     """A job that cannot be expanded or run (its own semantic error).
 
     Other jobs of the same file are unaffected.
+    """
+
+
+class ProfileError(SweepflowError, ValueError):
+    """An execution profile that cannot be found, read or validated.
+
+    The message is one line: the profile, the key path with its ``file:line`` (or the
+    ``--set`` item it came from), what is wrong, and how to fix it.
     """

@@ -343,7 +343,10 @@ def _start_mlflow(layout: _Layout, record: dict[str, Any], port: int, uri: str, 
     argv += ["--host", HOST, "--port", str(port), "--workers", "1"]
     argv += ["--default-artifact-root", root.resolve().as_uri(), "--no-serve-artifacts"]
     url = f"http://{HOST}:{port}"
-    record["mlflow"] = _launch(layout, "mlflow", argv, dict(os.environ), cwd)
+    # MLflow 3's server also starts a job runner and seven huey consumers (GenAI jobs):
+    # eight idle processes that take ~50 % of a core between them on a 2-core machine.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    record["mlflow"] = _launch(layout, "mlflow", argv, env, cwd)
     record["mlflow"] |= {"port": port, "url": url, "tracking_uri": uri}
     _write_json(layout.record, record)
 
