@@ -54,10 +54,13 @@ class ChunkItem(BaseModel):
 
 
 @task(name="run-trials", task_run_name="{specs[0].job}[{specs[0].index}+]", cache_policy=NO_CACHE)
-def run_chunk(specs: list[TrialSpec], state: str, fail_fast: bool = False) -> list[ChunkItem]:
+def run_chunk(
+    specs: list[TrialSpec], state: str, fail_fast: bool = False, retries: int = 0
+) -> list[ChunkItem]:
     """Run short trials one after another in one task run (a task run costs ~30 ms of
     API calls); each successful trial's result is cached under its own key, as
-    :func:`run_trial` would, so caching, tracking and status stay per trial."""
+    :func:`run_trial` would, so caching, tracking and status stay per trial. A failed
+    trial is tried up to ``retries`` more times, as the job's ``retries`` asks."""
     logger = get_run_logger()
     store = result_store(Path(state))
     items: list[ChunkItem] = []
@@ -65,10 +68,16 @@ def run_chunk(specs: list[TrialSpec], state: str, fail_fast: bool = False) -> li
         if fail_fast and any(item.result is None for item in items):
             items.append(ChunkItem(error="cancelled"))
             continue
-        try:
-            result = execute(spec, log=logger.info)
-        except TrialFailed as exc:
-            items.append(ChunkItem(error=str(exc)))
+        for attempt in range(retries + 1):
+            try:
+                result = execute(spec, log=logger.info)
+                break
+            except TrialFailed as exc:
+                error = str(exc)
+                if attempt < retries:
+                    logger.warning("trial %s failed (%s); retrying", spec.label, error)
+        else:
+            items.append(ChunkItem(error=error))
             continue
         store.write(result, key=spec.cache_key)
         items.append(ChunkItem(result=result))

@@ -122,3 +122,91 @@ def browser() -> Iterator[Browser]:
         pytest.skip(reason)
     with Browser(binary) as opened:
         yield opened
+
+
+SLURM_SKIP_REASON = (
+    "no SLURM cluster: run scripts/slurm-up (root, Debian) or set SWEEPFLOW_START_SLURM=1"
+)
+_SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def _usable_slurm_node() -> dict[str, str | int] | None:
+    """The first node ``sinfo`` reports as able to run jobs, or None where no controller
+    answers: ``{"node": name, "cpus": count, "gpus": count of gpu GRES}``."""
+    import re
+    import shutil
+    import subprocess
+
+    sinfo = shutil.which("sinfo")
+    if sinfo is None:
+        return None
+    try:
+        done = subprocess.run(
+            [sinfo, "--noheader", "--Node", "--format=%N|%c|%G|%T"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    for line in done.stdout.splitlines():
+        fields = line.split("|")
+        # A state with a suffix ("idle*": not responding, "idle~": powered down) is unusable.
+        if len(fields) != 4 or fields[3] not in {"idle", "mixed", "allocated", "completing"}:
+            continue
+        gpus = re.search(r"\bgpu(?::[^:,(]+)?:(\d+)", fields[2])
+        return {"node": fields[0], "cpus": int(fields[1]), "gpus": int(gpus[1]) if gpus else 0}
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[dict[str, str | int]]:
+    """A SLURM cluster that accepts jobs, as ``{"node", "cpus", "gpus"}`` of its first usable
+    node.
+
+    Uses whatever cluster ``sinfo`` answers for (normally the one ``scripts/slurm-up``
+    started). Where none answers and ``SWEEPFLOW_START_SLURM=1`` (CI sets it), runs
+    ``scripts/slurm-up`` (root or passwordless sudo; installs SLURM on Debian) and stops it
+    with ``scripts/slurm-down`` at the end of the session; a failing start fails the tests.
+    Otherwise the tests that use this fixture are skipped.
+    """
+    import os
+    import subprocess
+    import warnings
+
+    node = _usable_slurm_node()
+    if node is not None:
+        yield node
+        return
+    if os.environ.get("SWEEPFLOW_START_SLURM") != "1":
+        pytest.skip(SLURM_SKIP_REASON)
+    up = _SCRIPTS / "slurm-up"
+    try:
+        done = subprocess.run([str(up)], capture_output=True, text=True, timeout=900, check=False)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"SWEEPFLOW_START_SLURM=1 but {up} ran over {error.timeout} s", pytrace=False)
+    print(done.stdout, done.stderr, sep="")  # shown with a failing test's captured output
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+        pytest.fail(
+            f"SWEEPFLOW_START_SLURM=1 but {up} failed (exit {done.returncode}):\n{tail}",
+            pytrace=False,
+        )
+    try:
+        node = _usable_slurm_node()
+        if node is None:
+            pytest.fail(f"{up} succeeded but sinfo reports no usable node", pytrace=False)
+        yield node
+    finally:
+        down = subprocess.run(
+            [str(_SCRIPTS / "slurm-down")], capture_output=True, text=True, timeout=120, check=False
+        )
+        if down.returncode != 0:
+            warnings.warn(
+                f"scripts/slurm-down exited {down.returncode}:\n{down.stdout}{down.stderr}",
+                RuntimeWarning,
+                stacklevel=1,
+            )

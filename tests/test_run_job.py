@@ -834,6 +834,38 @@ def test_chunked_trials_keep_per_trial_caching_and_tracking(project: Path) -> No
     assert again["bad"] == 2 and all(again[a] == 1 for a in "124567"), again
 
 
+def test_chunk_auto_groups_short_trials_after_measuring_them(project: Path) -> None:
+    """By default (``chunk: auto``) the first trials get a task run each; once they
+    show the trials are short, the rest share task runs, still one MLflow run and one
+    cache entry per trial."""
+    job_file = make_project(
+        project,
+        """
+        jobs:
+          short:
+            run: python train.py
+            sets:
+              - each: a=1:24
+        """,
+        "train.py",
+    )
+
+    run_flow("short", job_file, max_parallel=2)
+
+    trials = mlflow_runs(project, "short")
+    assert sorted(int(r.data.params["a"]) for r in trials) == list(range(1, 25))
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    (parent,) = mlflow_runs(project, "short", "parent")
+    task_runs = _task_runs(parent.data.tags["prefect.flow_run_id"])
+    chunks = [n for n in task_runs if n.endswith("+]")]
+    assert chunks and len(task_runs) < 20, task_runs  # 24 trials, fewer task runs
+    assert not task_runs[0].endswith("+]")  # measured first, one trial per task
+
+    run_flow("short", job_file, max_parallel=2)
+
+    assert len(executions(project)) == 24  # every trial cached on its own
+
+
 def _task_runs(flow_run_id: str) -> list[str]:
     """Names of the task runs of a flow run (from the Prefect API); a chunk of trials
     is named ``<job>[<first index>+]``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -107,7 +107,9 @@ class Job(_Model):
     sets: tuple[SweepSet, ...] = Field((), description="Parameter sets.")
     seeds: int | str | None = Field(None, description="Replicates for every set.")
     per: Literal["trial", "batch"] = Field("trial", description="Task granularity.")
-    chunk: int = Field(1, ge=1, description="Trials per Prefect task (for short trials).")
+    chunk: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Trials per Prefect task; 'auto' groups short trials."
+    )
     profile: str | None = Field(None, description="Execution profile name or path.")
     retries: int = Field(0, ge=0, description="Retries of a failed trial.")
     timeout: float | None = Field(None, gt=0, description="Seconds (or '10m', '1h30m').")
