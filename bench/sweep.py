@@ -57,9 +57,9 @@ jobs:
     run: python prog.py
     sets:
       - each: a=1:20 b=1:10
-  bench_chunked:
+  bench_per_trial:
     run: python prog.py
-    chunk: 10
+    chunk: 1
     sets:
       - each: a=1:20 b=1:10
   bench_call:
@@ -224,16 +224,16 @@ def main() -> None:
             try:
                 first = _timed([sweepflow, "run", "bench"], project, run_env)
                 cached = _timed([sweepflow, "run", "bench"], project, run_env)
-                chunked = _timed([sweepflow, "run", "bench_chunked"], project, run_env)
+                per_trial = _timed([sweepflow, "run", "bench_per_trial"], project, run_env)
                 if server is not None:
                     calls = _timed([sweepflow, "run", "bench_call"], project, run_env)
             finally:
                 if server is not None:
                     server.terminate()
                     server.wait(timeout=30)
-            rows.append((f"sweepflow, {label}: first run", first))
+            rows.append((f"sweepflow, {label}: first run (chunk: auto)", first))
             rows.append((f"sweepflow, {label}: cached re-run", cached))
-            rows.append((f"sweepflow, {label}: first run, chunk: 10", chunked))
+            rows.append((f"sweepflow, {label}: first run, chunk: 1", per_trial))
         shutil.rmtree(root / "prefect", ignore_errors=True)
         if args.hydraflow:
             rows.append(("HydraFlow 0.14.4: 20 processes x 10 runs", _hydraflow(root, env)))
@@ -259,10 +259,10 @@ def main() -> None:
     if args.hydraflow:
         hydraflow = dict(rows)["HydraFlow 0.14.4: 20 processes x 10 runs"]
         for label in ("ephemeral API", "running prefect server"):
-            first = dict(rows)[f"sweepflow, {label}: first run"]
+            first = dict(rows)[f"sweepflow, {label}: first run (chunk: auto)"]
             print(f"sweepflow ({label}) vs HydraFlow: {hydraflow / first:.1f}x faster (goal >= 5x)")
     for label in ("ephemeral API", "running prefect server"):
-        first = dict(rows)[f"sweepflow, {label}: first run"]
+        first = dict(rows)[f"sweepflow, {label}: first run (chunk: auto)"]
         cached = dict(rows)[f"sweepflow, {label}: cached re-run"]
         print(
             f"{label}: first run {first / floor:.2f}x floor (goal <= 1.25x), "

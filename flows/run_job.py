@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import queue
@@ -19,6 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from sweepflow.execute import TrialResult, TrialSpec, terminate_all
 from sweepflow.jobs import find_job_file, load_jobs
+from sweepflow.profiles import Profile, load_profile
 from sweepflow.progress import TrialOutcome, count_outcomes, current_sink, outcome_of
 from sweepflow.settings import state_dir
 from sweepflow.tracking import RunWriter, Tracker, default_tracking_uri, trial_tags, versions
@@ -28,7 +31,9 @@ from tasks.trials import cached_result, result_store, run_chunk, run_trial
 __all__ = ["run_job"]
 
 
-@flow(name="run-job", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))
+# Tasks are submitted to the run's profile's task runner (see _task_runner), not to the
+# flow's; the flow's own runner is left unused.
+@flow(name="run-job", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def run_job(
     job: str,
     overrides: list[str] | None = None,
@@ -38,19 +43,22 @@ def run_job(
     extra: list[str] | None = None,
     max_parallel: int | None = None,
     fail_fast: bool = False,
+    profile_set: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run every trial of ``job`` (with command-line style ``overrides``).
 
     Cached trials (same command, parameters and code) are not run again and create no
-    task run. Returns the counts and one row per trial.
+    task run. ``profile`` (a name or path; default: the job's ``profile:``, else
+    ``local``) says where tasks run, with ``profile_set`` items (``key=value``)
+    overriding its fields. Returns the counts and one row per trial.
     """
-    del profile  # execution profiles arrive with the SLURM issue; local threads for now
     _end_with_worker()
     jobfile = load_jobs(job_file or find_job_file())
     the_job = jobfile.job(job)
     plan = the_job.plan(overrides or [])
     project = jobfile.path.parent.resolve()
     state = state_dir(project)
+    chosen = load_profile(profile or the_job.profile, profile_set or [], project)
     specs = build_specs(plan, project, extra)
     store = result_store(state)
     refresh = refresh or not the_job.cache
@@ -62,9 +70,14 @@ def run_job(
     tracker.reap_stale(lambda key: None if refresh else cached_result(store, key))
     flow_run_id = str(runtime.flow_run.id or "")
     parent = tracker.start_parent(
-        {"overrides": " ".join(overrides or []), "extra": " ".join(extra or [])},
+        {
+            "overrides": " ".join(overrides or []),
+            "extra": " ".join(extra or []),
+            "profile": chosen.name,
+        },
         {"prefect.flow_run_id": flow_run_id, "sweepflow.versions": versions()},
     )
+    _save_profile(chosen, state, the_job.key, flow_run_id, tracker, parent)
     sink = current_sink()
     sink.start(the_job.key, len(specs), len(hits))
     outcomes: dict[int, TrialOutcome] = {}
@@ -76,7 +89,10 @@ def run_job(
         result_storage=state / "results", refresh_cache=refresh, retries=the_job.retries
     )
     todo = [s for s in specs if s.index not in hits]
-    window = max(1, max_parallel or os.cpu_count() or 1)
+    window = max(1, max_parallel or _capacity(chosen))
+    # Nothing to run (all cached): no cluster to start.
+    runner = _task_runner(chosen, window, state, uri) if todo else ThreadPoolTaskRunner(1)
+    resources = dict(the_job.resources) if chosen.type != "local" else {}
     feed = _Feed(todo, the_job.chunk, window)
     writer = RunWriter(tracker, parent)
     prepared = 0  # MLflow runs are created ahead of submission, off the scheduling loop
@@ -92,7 +108,9 @@ def run_job(
     inflight: dict[Any, list[TrialSpec]] = {}
     stop = False
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_ID": tracker.experiment_id}
+    stack = contextlib.ExitStack()
     try:
+        stack.enter_context(runner)
         while feed or inflight:
             while feed and len(inflight) < window and not stop:
                 prepare_ahead()
@@ -101,12 +119,13 @@ def run_job(
                     s.model_copy(update={"env": {**env, "MLFLOW_RUN_ID": writer.run_id(s.index)}})
                     for s in unit
                 ]
-                if len(unit) == 1 and not feed.fixed:
-                    future = single.submit(ready[0])
-                else:
-                    future = run_chunk.submit(
-                        ready, str(state), fail_fast=fail_fast, retries=the_job.retries
-                    )
+                with _annotate(resources):
+                    if len(unit) == 1 and not feed.fixed:
+                        future = runner.submit(single, {"spec": ready[0]})
+                    else:
+                        parameters = {"specs": ready, "state": str(state), "fail_fast": fail_fast}
+                        parameters["retries"] = the_job.retries
+                        future = runner.submit(run_chunk, parameters)
                 inflight[future] = unit
                 future.add_done_callback(done.put)
             sink.running(sum(len(u) for u in inflight.values()))
@@ -128,7 +147,7 @@ def run_job(
                         params=spec.params,
                         metrics=result.metrics if result else None,
                         ok=result is not None,
-                        tags=task_run,
+                        tags=task_run | _placement(result),
                     )
                 outcome = outcome_of(spec, status, result, "" if result else error)
                 outcomes[spec.index] = replace(outcome, run_id=writer.run_id(spec.index))
@@ -136,11 +155,13 @@ def run_job(
                 stop = stop or (fail_fast and status == "failed")
     except BaseException:
         terminate_all()
+        stack.close()
         for spec in [s for u in inflight.values() for s in u] + feed.rest():
             writer.kill(spec.index)
         writer.close()
         tracker.finish_parent(parent, count_outcomes(outcomes.values(), len(specs)), "KILLED")
         raise
+    stack.close()
     for spec in feed.rest():  # not started (--fail-fast)
         writer.kill(spec.index)
         outcomes[spec.index] = outcome_of(spec, "cancelled", None)
@@ -157,6 +178,82 @@ def run_job(
     if failed:
         raise RuntimeError(f"{failed} of {len(specs)} trials of job '{job}' did not finish")
     return summary
+
+
+def _capacity(profile: Profile) -> int:
+    """Tasks the profile can run at once: what the flow keeps in flight."""
+    settings = profile.resolved()
+    cores = os.cpu_count() or 1
+    if profile.type == "local":
+        return int(settings["cores"])
+    if profile.type == "dask-local":
+        workers = settings.get("workers") or cores
+        if settings.get("adapt"):
+            workers = settings["adapt"]["maximum"]
+        return max(1, int(workers) * int(settings.get("threads_per_worker") or 1))
+    jobs = (settings.get("adapt") or {}).get("maximum") or 1
+    return max(1, int(jobs) * int(settings.get("cores") or 1))
+
+
+def _task_runner(profile: Profile, window: int, state: Path, uri: str) -> Any:
+    """The task runner of ``profile``, its Dask workers pointed at this run's services.
+
+    Dask workers are other processes (SLURM jobs, perhaps on other nodes): they get the
+    Prefect API this flow reports to (never an ephemeral server of their own), the
+    MLflow store, and quiet logging. Paths are absolute; on a cluster the state folder
+    must be on a shared file system.
+    """
+    if profile.type == "local":
+        return profile.task_runner(window)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        api_url = str(client.api_url).rstrip("/")
+    env = {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+        "MLFLOW_TRACKING_URI": uri,
+    }
+    worker_env = {**env, **profile.worker_env}  # type: ignore[attr-defined]
+    profile = profile.model_copy(update={"worker_env": worker_env})
+    import dask
+
+    # A worker lost with its SLURM job (scancel, preemption, walltime) is given up
+    # after this long; its tasks go to another worker (adapt starts a new job).
+    dask.config.set({"distributed.deploy.lost-worker-timeout": "5s"})
+    return profile.task_runner(window, state_dir=state)
+
+
+def _placement(result: TrialResult | None) -> dict[str, str]:
+    """MLflow tags saying where a trial ran (host; SLURM job, node and GPUs if any)."""
+    if result is None:
+        return {}
+    tags = {"sweepflow.trial_host": result.host} if result.host else {}
+    names = {"SLURM_JOB_ID": "slurm_job_id", "SLURMD_NODENAME": "node"}
+    names["CUDA_VISIBLE_DEVICES"] = "cuda_visible_devices"
+    return tags | {f"sweepflow.{names[k]}": v for k, v in result.placement.items() if k in names}
+
+
+def _annotate(resources: dict[str, float]) -> Any:
+    """Dask annotations for a task that needs ``resources`` (e.g. ``{"gpu": 1}``)."""
+    if not resources:
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.annotate(resources=resources)
+
+
+def _save_profile(
+    profile: Profile, state: Path, job: str, flow_run_id: str, tracker: Any, parent: str
+) -> None:
+    """Keep the fully resolved profile with the run: state folder and MLflow parent run."""
+    resolved = profile.resolved()
+    folder = state / "runs" / job / "profiles"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{flow_run_id or int(time.time())}.json"
+    (folder / name).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+    tracker.client.log_dict(parent, resolved, "profile.json")
 
 
 class _Feed:

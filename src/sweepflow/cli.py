@@ -81,12 +81,25 @@ def run(
     fail_fast: Annotated[
         bool, typer.Option("--fail-fast", help="Start no new trial after one fails.")
     ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile", "-p", help="Execution profile: name or path (default: job's, else local)."
+        ),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a profile field: key=value (dotted keys; repeat)."),
+    ] = None,
     file: FileOption = None,
 ) -> int:
     """Run JOB: every trial of its sweep as a cached Prefect task, tracked in MLflow."""
     jobfile = _load(file)
     plan = jobfile.job(job).plan(overrides or [])  # bad input fails here, before anything starts
     project = jobfile.path.parent if jobfile.path else None
+    from .profiles import load_profile
+
+    chosen = load_profile(profile or plan.job.profile, list(sets or []), project)
     extra = (ctx.obj or {}).get("extra", [])
     if dry_run:
         from .dryrun import print_dry_run
@@ -107,6 +120,9 @@ def run(
         extra=list(extra),
         max_parallel=max_parallel,
         fail_fast=fail_fast,
+        profile=str(profile) if profile else None,
+        profile_set=list(sets or []),
+        needs_server=chosen.type != "local",
     )
 
 

@@ -115,8 +115,13 @@ def _summary(console: Console, outcomes: list[TrialOutcome], limit: int = 50) ->
             console.print(f"  logs: {Path(o.workdir) / 'stderr.log'}", markup=False, soft_wrap=True)
 
 
-def run_in_terminal(*, debug: bool = False, **parameters: Any) -> int:
-    """Run the run-job flow with a live bar; print the summary; return the exit code."""
+def run_in_terminal(*, debug: bool = False, needs_server: bool = False, **parameters: Any) -> int:
+    """Run the run-job flow with a live bar; print the summary; return the exit code.
+
+    ``needs_server``: tasks run in other processes (Dask workers), which must all report
+    to one Prefect server: without a configured one, this project's is started (or
+    reused) with ``sweepflow up``'s machinery, without worker or MLflow UI.
+    """
     prefect_defaults(quiet=not debug)
 
     from prefect.settings import (
@@ -135,6 +140,14 @@ def run_in_terminal(*, debug: bool = False, **parameters: Any) -> int:
         from .servers import configured_api_url
 
         api = configured_api_url(Path(parameters["job_file"]).parent)
+        if not api and needs_server:
+            from .servers import up
+
+            Console(stderr=True).print(
+                "starting this project's Prefect server for the Dask workers"
+            )
+            started = up(Path(parameters["job_file"]).parent, worker=False, mlflow=False)
+            api = started["prefect"]["api_url"]
         if api:
             updates[PREFECT_API_URL] = api
 

@@ -31,6 +31,10 @@ from .errors import SweepflowError
 __all__ = ["TrialFailed", "TrialResult", "TrialSpec", "execute", "terminate_all"]
 
 LogFn = Callable[[str], None]
+# Where a trial ran, recorded with its result and as MLflow tags: the SLURM job and node
+# of its Dask worker and the GPUs SLURM gave that job.
+PLACEMENT = ("SLURM_JOB_ID", "SLURMD_NODENAME", "CUDA_VISIBLE_DEVICES")
+
 _RUNNING: set[subprocess.Popen] = set()
 _RUNNING_LOCK = threading.Lock()
 _IMPORT_LOCK = threading.Lock()
@@ -94,6 +98,7 @@ class TrialResult(BaseModel):
     ended: float
     workdir: str
     host: str = ""
+    placement: dict[str, str] = Field(default_factory=dict)
 
     @property
     def duration(self) -> float:
@@ -331,4 +336,5 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
         ended=time.time(),
         workdir=str(workdir),
         host=socket.gethostname(),
+        placement={k: os.environ[k] for k in PLACEMENT if os.environ.get(k)},
     )

@@ -111,6 +111,10 @@ class Job(_Model):
         "auto", description="Trials per Prefect task; 'auto' groups short trials."
     )
     profile: str | None = Field(None, description="Execution profile name or path.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Dask worker resources each task needs, e.g. {gpu: 1} (Dask profiles).",
+    )
     retries: int = Field(0, ge=0, description="Retries of a failed trial.")
     timeout: float | None = Field(None, gt=0, description="Seconds (or '10m', '1h30m').")
     cache: bool = Field(True, description="Reuse results of unchanged trials.")
