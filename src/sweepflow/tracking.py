@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ._bulk_mlflow import BulkStore, Finished, new_run_id
 from ._tracking_uri import default_tracking_uri, ensure_experiment, fast_commits, prepare_store
 
 __all__ = ["RunWriter", "Tracker", "default_tracking_uri", "trial_tags", "versions"]
@@ -76,13 +77,18 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     # -- trial runs ------------------------------------------------------------------
+    def trial_run_tags(self, parent_id: str, tags: dict[str, str]) -> dict[str, str]:
+        """The tags a trial's child run is created with."""
+        tags = {**tags, "sweepflow.role": "trial", "sweepflow.job": self.job}
+        tags["mlflow.parentRunId"] = parent_id
+        return tags
+
     def start_trial(self, parent_id: str, tags: dict[str, str]) -> str:
         """Create a trial's child run (RUNNING) before the trial starts; return its id.
 
         Params are logged with the results in one batch (:meth:`finish_trial`).
         """
-        tags = {**tags, "sweepflow.role": "trial", "sweepflow.job": self.job}
-        tags["mlflow.parentRunId"] = parent_id
+        tags = self.trial_run_tags(parent_id, tags)
         run = self.client.create_run(
             self.experiment_id, tags=tags, run_name=tags.get("sweepflow.label", "")[:250]
         )
@@ -101,24 +107,47 @@ class Tracker:
         """Log a finished trial in one batch: its params, its report (metrics with
         steps, params, artifacts), returned metrics and tags; attach its logs; close the
         run FINISHED or FAILED."""
+        self.write_finished(
+            self.finished_record(run_id, workdir, params=params, metrics=metrics, ok=ok, tags=tags)
+        )
+
+    def finished_record(
+        self,
+        run_id: str,
+        workdir: Path,
+        *,
+        params: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+        ok: bool = True,
+        tags: dict[str, str] | None = None,
+    ) -> Finished:
+        """What a finished trial's run gets: params, metrics (reported ones with their
+        steps, then returned ones), tags, log files and reported artifacts, status."""
         from .report import read_report
 
         report = read_report(workdir / "report.jsonl")
         now = int(time.time() * 1000)
-        rows = [(m[0], m[1], m[2], m[3]) for m in report.metrics]
+        rows = [(m[0], m[1], m[2] or 0, m[3]) for m in report.metrics]
         reported = {m[0] for m in report.metrics}
-        rows += [(k, v, None, now) for k, v in (metrics or {}).items() if k not in reported]
+        rows += [(k, float(v), 0, now) for k, v in (metrics or {}).items() if k not in reported]
         logged = dict(params or {})
         logged.update({k: v for k, v in report.params.items() if k not in logged})
-        self._log(run_id, params=logged, metrics=rows, tags=tags or {})
-        for name in ("stdout.log", "stderr.log"):
-            path = workdir / name
-            if path.is_file() and path.stat().st_size:
-                self.client.log_artifact(run_id, str(path))
-        for path, artifact_path in report.artifacts:
-            if Path(path).exists():
-                self.client.log_artifact(run_id, str(path), artifact_path)
-        self.client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+        artifacts = [
+            (workdir / name, None)
+            for name in ("stdout.log", "stderr.log")
+            if (workdir / name).is_file() and (workdir / name).stat().st_size
+        ]
+        artifacts += [(Path(p), folder) for p, folder in report.artifacts if Path(p).exists()]
+        status = "FINISHED" if ok else "FAILED"
+        return Finished(run_id, status, now, logged, rows, dict(tags or {}), artifacts)
+
+    def write_finished(self, record: Finished) -> None:
+        """Write one finished run through MLflow's client (any store)."""
+        rows = [(k, v, step, ts) for k, v, step, ts in record.metrics]
+        self._log(record.run_id, params=record.params, metrics=rows, tags=record.tags)
+        for path, folder in record.artifacts:
+            self.client.log_artifact(record.run_id, str(path), folder)
+        self.client.set_terminated(record.run_id, status=record.status, end_time=record.end_ms)
 
     def reap_stale(self, cached: Callable[[str], Any | None]) -> tuple[int, int]:
         """Close runs left RUNNING by a killed ``sweepflow run`` on this host.
@@ -197,13 +226,19 @@ class RunWriter:
 
     SQLite takes one writer at a time and MLflow calls cost ~10 ms each; done on the
     scheduling loop they would leave workers idle. Runs are created ahead of the trials
-    that need them (their ids go to the programs as ``MLFLOW_RUN_ID``).
+    that need them (their ids go to the programs as ``MLFLOW_RUN_ID``). With a SQL
+    store, whatever is queued is written together: hundreds of runs per transaction
+    (see ``_bulk_mlflow``); otherwise one run at a time through MLflow's client.
     """
+
+    BATCH = 500
 
     def __init__(self, tracker: Tracker, parent_id: str) -> None:
         self.tracker, self.parent_id = tracker, parent_id
+        self._bulk = BulkStore.for_client(tracker.client, tracker.experiment_id)
         self._queue: queue.Queue = queue.Queue()
         self._ids: dict[int, str] = {}
+        self._created: set[int] = set()
         self._ready = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="sweepflow-mlflow", daemon=True)
@@ -211,12 +246,15 @@ class RunWriter:
 
     def prepare(self, index: int, tags: dict[str, str]) -> None:
         """Create the run of trial ``index`` soon (before it is needed)."""
+        if self._bulk is not None:
+            with self._ready:
+                self._ids.setdefault(index, new_run_id())
         self._queue.put(("create", index, tags))
 
     def run_id(self, index: int) -> str:
-        """The run id of trial ``index`` (waits until it is created)."""
+        """The run id of trial ``index`` (waits until the run exists)."""
         with self._ready:
-            self._ready.wait_for(lambda: index in self._ids or self._error is not None)
+            self._ready.wait_for(lambda: index in self._created or self._error is not None)
             if self._error is not None:
                 raise self._error
             return self._ids[index]
@@ -238,26 +276,74 @@ class RunWriter:
 
     def _work(self) -> None:
         while True:
-            what, index, payload = self._queue.get()
-            if what == "stop":
-                return
-            if self._error is not None:
-                continue
-            try:
-                if what == "create" and index not in self._ids:
-                    run_id = self.tracker.start_trial(self.parent_id, payload)
+            batch = [self._queue.get()]
+            while len(batch) < self.BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if self._error is None:
+                try:
+                    if self._bulk is not None:
+                        self._write_batch(batch)
+                    else:
+                        for item in batch:
+                            self._write_one(*item)
+                except BaseException as exc:  # surfaced to the flow by run_id()/close()
                     with self._ready:
-                        self._ids[index] = run_id
+                        self._error = exc
                         self._ready.notify_all()
-                elif what == "finish":
-                    workdir, kwargs = payload
-                    self.tracker.finish_trial(self._ids[index], workdir, **kwargs)
-                elif what == "kill" and index in self._ids:
-                    self.tracker.client.set_terminated(self._ids[index], status="KILLED")
-            except BaseException as exc:  # surfaced to the flow by run_id()/close()
-                with self._ready:
-                    self._error = exc
-                    self._ready.notify_all()
+            if any(what == "stop" for what, _, _ in batch):
+                return
+
+    def _created_now(self, indexes: list[int]) -> None:
+        with self._ready:
+            self._created.update(indexes)
+            self._ready.notify_all()
+
+    def _write_one(self, what: str, index: int, payload: Any) -> None:
+        if what == "create" and index not in self._created:
+            run_id = self.tracker.start_trial(self.parent_id, payload)
+            with self._ready:
+                self._ids[index] = run_id
+            self._created_now([index])
+        elif what == "finish":
+            workdir, kwargs = payload
+            self.tracker.finish_trial(self._ids[index], workdir, **kwargs)
+        elif what == "kill" and index in self._created:
+            self.tracker.client.set_terminated(self._ids[index], status="KILLED")
+
+    def _write_batch(self, batch: list[tuple[str, int, Any]]) -> None:
+        assert self._bulk is not None
+        creates = [
+            (i, tags) for what, i, tags in batch if what == "create" and i not in self._created
+        ]
+        if creates:
+            rows = [
+                (
+                    self._ids[i],
+                    tags.get("sweepflow.label", "")[:250] or f"{self.tracker.job}[{i}]",
+                    self.tracker.trial_run_tags(self.parent_id, tags),
+                )
+                for i, tags in dict(creates).items()
+            ]
+            self._bulk.create(rows, int(time.time() * 1000))
+            self._created_now([i for i, _ in creates])
+        now = int(time.time() * 1000)
+        records = []
+        for what, i, payload in batch:
+            if what == "finish":
+                workdir, kwargs = payload
+                records.append(self.tracker.finished_record(self._ids[i], workdir, **kwargs))
+            elif what == "kill" and i in self._created:
+                records.append(Finished(self._ids[i], "KILLED", now))
+        if not records:
+            return
+        try:
+            self._bulk.finish(records)
+        except Exception:  # e.g. a program logged a param itself: the client merges
+            for record in records:
+                self.tracker.write_finished(record)
 
 
 @functools.cache
