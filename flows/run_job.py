@@ -59,6 +59,7 @@ def run_job(
     project = jobfile.path.parent.resolve()
     state = state_dir(project)
     chosen = load_profile(profile or the_job.profile, profile_set or [], project)
+    retries = max(the_job.retries, chosen.retries)  # a flaky cluster's profile may ask more
     specs = build_specs(plan, project, extra)
     store = result_store(state)
     refresh = refresh or not the_job.cache
@@ -86,7 +87,7 @@ def run_job(
             outcomes[spec.index] = outcome_of(spec, "cached", hits[spec.index])
             sink.finished(outcomes[spec.index])
     single = run_trial.with_options(
-        result_storage=state / "results", refresh_cache=refresh, retries=the_job.retries
+        result_storage=state / "results", refresh_cache=refresh, retries=retries
     )
     todo = [s for s in specs if s.index not in hits]
     window = max(1, max_parallel or _capacity(chosen))
@@ -124,7 +125,7 @@ def run_job(
                         future = runner.submit(single, {"spec": ready[0]})
                     else:
                         parameters = {"specs": ready, "state": str(state), "fail_fast": fail_fast}
-                        parameters["retries"] = the_job.retries
+                        parameters["retries"] = retries
                         future = runner.submit(run_chunk, parameters)
                 inflight[future] = unit
                 future.add_done_callback(done.put)

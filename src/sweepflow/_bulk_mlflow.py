@@ -68,34 +68,37 @@ class BulkStore:
 
     def create(self, runs: Iterable[tuple[str, str, dict[str, str]]], start_ms: int) -> None:
         """Create RUNNING runs ``(run_id, name, tags)`` in one transaction."""
+        import sqlalchemy as sa
         from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
 
-        rows = []
+        run_rows, tag_rows = [], []
         for run_id, name, tags in runs:
-            user = tags.get("mlflow.user", "unknown")
-            run = SqlRun(
-                name=name,
-                artifact_uri=self.artifact_uri(run_id),
-                run_uuid=run_id,
-                experiment_id=int(self.experiment_id),
-                source_type="UNKNOWN",
-                source_name="",
-                entry_point_name="",
-                user_id=user,
-                status="RUNNING",
-                start_time=start_ms,
-                end_time=None,
-                deleted_time=None,
-                source_version="",
-                lifecycle_stage="active",
+            run_rows.append(
+                {
+                    "run_uuid": run_id,
+                    "name": name,
+                    "artifact_uri": self.artifact_uri(run_id),
+                    "experiment_id": int(self.experiment_id),
+                    "source_type": "UNKNOWN",
+                    "source_name": "",
+                    "entry_point_name": "",
+                    "user_id": tags.get("mlflow.user", "unknown"),
+                    "status": "RUNNING",
+                    "start_time": start_ms,
+                    "end_time": None,
+                    "deleted_time": None,
+                    "source_version": "",
+                    "lifecycle_stage": "active",
+                }
             )
-            run.tags = [
-                SqlTag(key=k, value=str(v)[:8000])
+            tag_rows += [
+                {"key": k, "value": str(v)[:8000], "run_uuid": run_id}
                 for k, v in {**tags, "mlflow.runName": name}.items()
             ]
-            rows.append(run)
         with self.store.ManagedSessionMaker(read_only=False) as session:
-            session.add_all(rows)
+            session.execute(sa.insert(SqlRun.__table__), run_rows)
+            if tag_rows:
+                session.execute(sa.insert(SqlTag.__table__), tag_rows)
 
     def finish(self, runs: list[Finished]) -> None:
         """Log and close ``runs`` in one transaction (raises if a row exists already,
@@ -109,49 +112,55 @@ class BulkStore:
             SqlTag,
         )
 
-        rows: list[Any] = []
+        params, tags, metrics, latest_rows = [], [], [], []
         for run in runs:
-            rows += [
-                SqlParam(key=k, value=str(v)[:8000], run_uuid=run.run_id)
+            params += [
+                {"key": k, "value": str(v)[:8000], "run_uuid": run.run_id}
                 for k, v in run.params.items()
             ]
-            rows += [
-                SqlTag(key=k, value=str(v)[:8000], run_uuid=run.run_id) for k, v in run.tags.items()
+            tags += [
+                {"key": k, "value": str(v)[:8000], "run_uuid": run.run_id}
+                for k, v in run.tags.items()
             ]
-            latest: dict[str, tuple[int, int, float, bool]] = {}
+            latest: dict[str, dict[str, Any]] = {}
             for key, value, step, ts in run.metrics:
                 is_nan = math.isnan(value)
                 stored = 0.0 if is_nan else max(-_MAX_FLOAT, min(_MAX_FLOAT, value))
-                rows.append(
-                    SqlMetric(
-                        key=key,
-                        value=stored,
-                        timestamp=ts,
-                        step=step,
-                        is_nan=is_nan,
-                        run_uuid=run.run_id,
-                    )
-                )
-                if key not in latest or (step, ts, stored) >= latest[key][:3]:
-                    latest[key] = (step, ts, stored, is_nan)
-            rows += [
-                SqlLatestMetric(
-                    key=k, value=v, timestamp=ts, step=step, is_nan=nan, run_uuid=run.run_id
-                )
-                for k, (step, ts, v, nan) in latest.items()
-            ]
+                row = {
+                    "key": key,
+                    "value": stored,
+                    "timestamp": ts,
+                    "step": step,
+                    "is_nan": is_nan,
+                    "run_uuid": run.run_id,
+                }
+                metrics.append(row)
+                old = latest.get(key)
+                if old is None or (step, ts, stored) >= (
+                    old["step"],
+                    old["timestamp"],
+                    old["value"],
+                ):
+                    latest[key] = row
+            latest_rows += latest.values()
         with self.store.ManagedSessionMaker(read_only=False) as session:
-            session.add_all(rows)
-            session.flush()
-            for status in {run.status for run in runs}:
-                same = [run for run in runs if run.status == status]
-                for end_ms in {run.end_ms for run in same}:
-                    ids = [run.run_id for run in same if run.end_ms == end_ms]
-                    session.execute(
-                        sa.update(SqlRun)
-                        .where(SqlRun.run_uuid.in_(ids))
-                        .values(status=status, end_time=end_ms)
-                    )
+            for model, rows in (
+                (SqlParam, params),
+                (SqlTag, tags),
+                (SqlMetric, metrics),
+                (SqlLatestMetric, latest_rows),
+            ):
+                if rows:
+                    session.execute(sa.insert(model.__table__), rows)
+            ends: dict[tuple[str, int], list[str]] = {}
+            for run in runs:
+                ends.setdefault((run.status, run.end_ms), []).append(run.run_id)
+            for (status, end_ms), ids in ends.items():
+                session.execute(
+                    sa.update(SqlRun.__table__)
+                    .where(SqlRun.__table__.c.run_uuid.in_(ids))
+                    .values(status=status, end_time=end_ms)
+                )
         for run in runs:
             self._copy_artifacts(run)
 
