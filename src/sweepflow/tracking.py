@@ -94,22 +94,10 @@ class Tracker:
         )
         return run.info.run_id
 
-    def finish_trial(
-        self,
-        run_id: str,
-        workdir: Path,
-        *,
-        params: dict[str, str] | None = None,
-        metrics: dict[str, float] | None = None,
-        ok: bool = True,
-        tags: dict[str, str] | None = None,
-    ) -> None:
-        """Log a finished trial in one batch: its params, its report (metrics with
-        steps, params, artifacts), returned metrics and tags; attach its logs; close the
-        run FINISHED or FAILED."""
-        self.write_finished(
-            self.finished_record(run_id, workdir, params=params, metrics=metrics, ok=ok, tags=tags)
-        )
+    def finish_trial(self, run_id: str, workdir: Path, **kwargs: Any) -> None:
+        """Log a finished trial in one batch and close its run FINISHED or FAILED
+        (``kwargs`` as :meth:`finished_record` takes them)."""
+        self.write_finished(self.finished_record(run_id, workdir, **kwargs))
 
     def finished_record(
         self,
