@@ -23,22 +23,28 @@ import contextlib
 import json
 import os
 import secrets
-import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._server_files import (
+    HOST,
+    _answers,
+    _last_line,
+    _Layout,
+    _locked,
+    _port_free,
+    _read_record,
+    _write_env,
+    _write_json,
+    _write_text,
+)
 from ._tracking_uri import artifact_root, default_tracking_uri, prepare_store
 from .errors import SweepflowError
-from .settings import state_dir
 
 __all__ = [
     "DEFAULT_MLFLOW_PORT",
@@ -54,7 +60,6 @@ __all__ = [
     "up",
 ]
 
-HOST = "127.0.0.1"
 POOL = "sweepflow"
 DEFAULT_PREFECT_PORT = 4200
 DEFAULT_MLFLOW_PORT = 5000
@@ -81,40 +86,6 @@ class PortInUseError(SweepflowError, OSError):
 
 class ServerStartError(SweepflowError, RuntimeError):
     """A server did not come up; the message names the log file to read."""
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """The files of ``<state>/servers``: one object owns the on-disk layout."""
-
-    folder: Path
-
-    @classmethod
-    def of(cls, project_dir: str | Path | None) -> _Layout:
-        return cls(state_dir(project_dir) / "servers")
-
-    def pid(self, name: str) -> Path:
-        return self.folder / f"{name}.pid"
-
-    def log(self, name: str) -> Path:
-        return self.folder / f"{name}.log"
-
-    @property
-    def record(self) -> Path:
-        return self.folder / "servers.json"
-
-    @property
-    def env(self) -> Path:
-        return self.folder / "env"
-
-    @property
-    def prefect_db(self) -> Path:
-        return self.folder / "prefect.db"
-
-
-# ---------------------------------------------------------------------------
-# Public functions
-# ---------------------------------------------------------------------------
 
 
 def configured_api_url(project_dir: str | Path | None = None) -> str | None:
@@ -436,9 +407,37 @@ def ensure_pool(api_url: str, name: str = POOL) -> None:
         client.create_work_pool(pool)
 
 
-# ---------------------------------------------------------------------------
-# Processes and ports
-# ---------------------------------------------------------------------------
+def _port(name: str, given: int | None, record: dict[str, Any], running: dict[str, Any]) -> int:
+    """The port to use: argument > ``$SWEEPFLOW_*_PORT`` > running server > default."""
+    variable = _PORT_ENV[name]
+    if given is None and os.environ.get(variable):
+        text = os.environ[variable]
+        if not (text.isdigit() and 0 < int(text) < 65536):
+            raise SweepflowError(f"{variable}={text!r} is not a port number (1-65535)")
+        given = int(text)
+    current = record[name]["port"] if running[name] else None
+    if current is not None and given is not None and given != current:
+        raise SweepflowError(
+            f"the {LABELS[name]} of this project already runs on port {current}; "
+            f"run `sweepflow down` first to move it to port {given}"
+        )
+    return given or current or _DEFAULT_PORT[name]
+
+
+def _prefect_healthy(api_url: str) -> bool:
+    return _answers(f"{api_url}/health") is not None
+
+
+def _online(api_url: str, worker_name: str) -> bool:
+    """Whether the worker ``worker_name`` is ONLINE in the ``sweepflow`` pool."""
+    body = _answers(
+        f"{api_url}/work_pools/{POOL}/workers/filter", data=b'{"offset": 0, "limit": 200}'
+    )
+    try:
+        workers = json.loads(body) if body else []
+    except ValueError:
+        return False
+    return any(w.get("name") == worker_name and w.get("status") == "ONLINE" for w in workers)
 
 
 def _process(layout: _Layout, name: str, entry: dict[str, Any] | None) -> Any:
@@ -461,6 +460,17 @@ def _process(layout: _Layout, name: str, entry: dict[str, Any] | None) -> Any:
         sig = _SIGNATURE[name]
         same = any(cmdline[i : i + len(sig)] == sig for i in range(len(cmdline)))
     return proc if same else None
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a child of this interpreter (no zombie left)."""
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=1)
+        return
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _terminate(proc: Any, grace: float = 10.0) -> None:
@@ -486,136 +496,3 @@ def _terminate(proc: Any, grace: float = 10.0) -> None:
         if not family:
             break
     _reap(proc.pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status of a child of this interpreter (no zombie left)."""
-    child = _CHILDREN.pop(pid, None)
-    if child is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=1)
-        return
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _port(name: str, given: int | None, record: dict[str, Any], running: dict[str, Any]) -> int:
-    """The port to use: argument > ``$SWEEPFLOW_*_PORT`` > running server > default."""
-    variable = _PORT_ENV[name]
-    if given is None and os.environ.get(variable):
-        text = os.environ[variable]
-        if not (text.isdigit() and 0 < int(text) < 65536):
-            raise SweepflowError(f"{variable}={text!r} is not a port number (1-65535)")
-        given = int(text)
-    current = record[name]["port"] if running[name] else None
-    if current is not None and given is not None and given != current:
-        raise SweepflowError(
-            f"the {LABELS[name]} of this project already runs on port {current}; "
-            f"run `sweepflow down` first to move it to port {given}"
-        )
-    return given or current or _DEFAULT_PORT[name]
-
-
-def _port_free(port: int) -> bool:
-    """Whether ``port`` on 127.0.0.1 can be bound (a listener anywhere makes it busy)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-# ---------------------------------------------------------------------------
-# HTTP checks (urllib, no proxy: the servers are local)
-# ---------------------------------------------------------------------------
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _answers(url: str, data: bytes | None = None, timeout: float = 1.0) -> bytes | None:
-    """The body of a 2xx answer from ``url`` (POST JSON when ``data``), else None."""
-    headers = {"Content-Type": "application/json"} if data is not None else {}
-    request = urllib.request.Request(url, data=data, headers=headers)
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            return response.read() or b" "  # an empty 2xx body still answers
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
-def _prefect_healthy(api_url: str) -> bool:
-    return _answers(f"{api_url}/health") is not None
-
-
-def _online(api_url: str, worker_name: str) -> bool:
-    """Whether the worker ``worker_name`` is ONLINE in the ``sweepflow`` pool."""
-    body = _answers(
-        f"{api_url}/work_pools/{POOL}/workers/filter", data=b'{"offset": 0, "limit": 200}'
-    )
-    try:
-        workers = json.loads(body) if body else []
-    except ValueError:
-        return False
-    return any(w.get("name") == worker_name and w.get("status") == "ONLINE" for w in workers)
-
-
-# ---------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _locked(layout: _Layout) -> Iterator[None]:
-    """Hold ``<state>/servers/lock``: a second ``up`` or ``down`` waits for the first."""
-    import fcntl
-
-    layout.folder.mkdir(parents=True, exist_ok=True)
-    with open(layout.folder / "lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _read_record(layout: _Layout) -> dict[str, Any]:
-    try:
-        data = json.loads(layout.record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write to a temporary name, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
-
-
-def _write_env(layout: _Layout, record: dict[str, Any]) -> None:
-    uri = (record.get("mlflow") or {}).get("tracking_uri") or record["tracking_uri"]
-    lines = [
-        f"# Written by `sweepflow up` for {record['project']}; load with:",
-        f"#   source {shlex.quote(str(layout.env))}",
-        f"export PREFECT_API_URL={shlex.quote(record['prefect']['api_url'])}",
-        f"export MLFLOW_TRACKING_URI={shlex.quote(uri)}",
-    ]
-    _write_text(layout.env, "\n".join(lines) + "\n")
-
-
-def _last_line(log: Path) -> str:
-    """`` (last line: ...)`` of a log, for an error message; empty if none."""
-    try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
-    except OSError:
-        return ""
-    lines = [line for line in lines if line]
-    return f" (last line: {lines[-1][:200]})" if lines else ""
