@@ -264,7 +264,9 @@ class _Feed:
     per task until a few have finished, then groups trials shorter than
     ``SHORT_TRIAL`` seconds so a task run holds about ``TASK_SECONDS`` of work: a task
     run costs ~30 ms of API calls locally and ~200 ms on Dask, a lot next to a 50 ms
-    trial. Units stay small enough that every slot gets several near the end.
+    trial. A unit holds at most that much work, so the last ones end within about
+    ``TASK_SECONDS`` of each other, and no more than its share of what is left (every
+    slot gets one).
     """
 
     SHORT_TRIAL = 1.0
@@ -293,7 +295,7 @@ class _Feed:
             return 1
         left = len(self.todo) - self.position
         by_time = math.ceil(self.TASK_SECONDS / max(typical, 1e-3))
-        return max(1, min(by_time, math.ceil(left / (4 * self.window))))
+        return max(1, min(by_time, math.ceil(left / self.window)))
 
     def take(self) -> list[TrialSpec]:
         """The next unit."""
