@@ -90,7 +90,9 @@ def trial_runs(summary: dict[str, Any]) -> list[Any]:
 
 
 def test_trials_run_inside_slurm_jobs_and_a_rerun_is_cached(job_file: Path) -> None:
-    summary = run("cpu", job_file, "slurm-cpu", [*SMALL, "adapt.maximum=2"])
+    # Two worker jobs from the start: adapt alone may judge 2-second tasks one job's work.
+    two_jobs = [*SMALL, "adapt.minimum=2", "adapt.maximum=2"]
+    summary = run("cpu", job_file, "slurm-cpu", two_jobs)
 
     assert summary["counts"]["done"] == 4
     ended = probes(job_file.parent)
@@ -100,7 +102,7 @@ def test_trials_run_inside_slurm_jobs_and_a_rerun_is_cached(job_file: Path) -> N
     tags = {r.data.tags.get("sweepflow.slurm_job_id") for r in trial_runs(summary)}
     assert tags == jobs  # recorded in MLflow as well
 
-    again = run("cpu", job_file, "slurm-cpu", [*SMALL, "adapt.maximum=2"])
+    again = run("cpu", job_file, "slurm-cpu", two_jobs)
     assert again["counts"]["cached"] == 4 and len(probes(job_file.parent)) == 4
 
 
