@@ -373,9 +373,14 @@ def _wait(
 ) -> None:
     """Wait until ``answers()``; fail early when a process this call started exits."""
     deadline = time.monotonic() + timeout
+    missing: dict[str, int] = {}
     while not answers():
         for other in started:
-            if _process(layout, other, record.get(other)) is None:
+            # Gone on four checks in a row (~1 s): one failed read of /proc under load
+            # is not an exit.
+            gone = _process(layout, other, record.get(other)) is None
+            missing[other] = missing.get(other, 0) + 1 if gone else 0
+            if missing[other] >= 4:
                 raise ServerStartError(
                     f"the {LABELS[other]} exited while starting; read {layout.log(other)}"
                     + _last_line(layout.log(other))
