@@ -1,9 +1,9 @@
-"""The state files under ``sweepflow up``, and two local checks it builds on.
+"""The state files under ``sweepflow up``, and the local checks it builds on.
 
 :class:`_Layout` owns ``<state>/servers`` (pid and log files, ``servers.json``, the
-``env`` file, the lock); :func:`_port_free` says whether a port can be bound on
-127.0.0.1, and :func:`_answers` whether a local server answers a URL.
-:mod:`sweepflow.servers` starts, checks and stops the processes on these.
+``env`` file, the lock); :func:`_terminate` stops a started process with its children;
+:func:`_port_free` says whether a port can be bound on 127.0.0.1, and :func:`_answers`
+whether a local server answers a URL. :mod:`sweepflow.servers` builds on these.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import socket
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +25,9 @@ from typing import Any
 from .settings import state_dir
 
 HOST = "127.0.0.1"  # every server binds here
+# Popen objects of the processes this interpreter started: kept so they are reaped
+# (no zombies, no ResourceWarning) when a test calls up() and down() in one process.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 @dataclass(frozen=True)
@@ -142,3 +147,39 @@ def _last_line(log: Path) -> str:
         return ""
     lines = [line for line in lines if line]
     return f" (last line: {lines[-1][:200]})" if lines else ""
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a child of this interpreter (no zombie left)."""
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=1)
+        return
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _terminate(proc: Any, grace: float = 10.0) -> None:
+    """SIGTERM the process group of ``proc`` (its own session), SIGKILL after ``grace``."""
+    import psutil
+
+    try:
+        family = [proc, *proc.children(recursive=True)]
+        group = os.getpgid(proc.pid) == proc.pid
+    except (psutil.Error, ProcessLookupError):
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        # The group also reaches children orphaned on the way (uvicorn under `mlflow
+        # server`); survivors of SIGTERM get SIGKILL by pid too, in case they left it.
+        targets = family if sig == signal.SIGKILL else [proc]
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(proc.pid, sig)
+        for member in [] if group and sig == signal.SIGTERM else targets:
+            with contextlib.suppress(psutil.Error):
+                member.send_signal(sig)
+        _, family = psutil.wait_procs(family, timeout=wait)
+        if not family:
+            break
+    _reap(proc.pid)

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ._server_files import (
+    _CHILDREN,
     HOST,
     _answers,
     _last_line,
@@ -39,6 +39,8 @@ from ._server_files import (
     _locked,
     _port_free,
     _read_record,
+    _reap,
+    _terminate,
     _write_env,
     _write_json,
     _write_text,
@@ -75,9 +77,6 @@ _SIGNATURE = {
     "worker": ["-m", "prefect", "worker", "start", "--pool", POOL],
     "mlflow": ["-m", "mlflow", "server"],
 }
-# Popen objects of the processes this interpreter started: kept so they are reaped
-# (no zombies, no ResourceWarning) when a test calls up() and down() in one process.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class PortInUseError(SweepflowError, OSError):
@@ -465,39 +464,3 @@ def _process(layout: _Layout, name: str, entry: dict[str, Any] | None) -> Any:
         sig = _SIGNATURE[name]
         same = any(cmdline[i : i + len(sig)] == sig for i in range(len(cmdline)))
     return proc if same else None
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status of a child of this interpreter (no zombie left)."""
-    child = _CHILDREN.pop(pid, None)
-    if child is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=1)
-        return
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _terminate(proc: Any, grace: float = 10.0) -> None:
-    """SIGTERM the process group of ``proc`` (its own session), SIGKILL after ``grace``."""
-    import psutil
-
-    try:
-        family = [proc, *proc.children(recursive=True)]
-        group = os.getpgid(proc.pid) == proc.pid
-    except (psutil.Error, ProcessLookupError):
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        # The group also reaches children orphaned on the way (uvicorn under `mlflow
-        # server`); survivors of SIGTERM get SIGKILL by pid too, in case they left it.
-        targets = family if sig == signal.SIGKILL else [proc]
-        with contextlib.suppress(ProcessLookupError):
-            if group:
-                os.killpg(proc.pid, sig)
-        for member in [] if group and sig == signal.SIGTERM else targets:
-            with contextlib.suppress(psutil.Error):
-                member.send_signal(sig)
-        _, family = psutil.wait_procs(family, timeout=wait)
-        if not family:
-            break
-    _reap(proc.pid)
