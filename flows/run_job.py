@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import queue
-import signal
 import statistics
-import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, runtime
-from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from sweepflow.execute import TrialResult, TrialSpec, terminate_all
+from flows._runtime import (
+    annotate,
+    capacity,
+    end_with_worker,
+    placement_tags,
+    save_profile,
+    task_runner,
+    trials_table,
+    unit_results,
+)
+from sweepflow.execute import TrialSpec, terminate_all
 from sweepflow.jobs import find_job_file, load_jobs
-from sweepflow.profiles import Profile, load_profile
+from sweepflow.profiles import load_profile
 from sweepflow.progress import TrialOutcome, count_outcomes, current_sink, outcome_of
 from sweepflow.settings import state_dir
 from sweepflow.tracking import RunWriter, Tracker, default_tracking_uri, trial_tags, versions
@@ -44,6 +48,8 @@ def run_job(
     max_parallel: int | None = None,
     fail_fast: bool = False,
     profile_set: list[str] | None = None,
+    n_trials: int | None = None,
+    storage: str | None = None,
 ) -> dict[str, Any]:
     """Run every trial of ``job`` (with command-line style ``overrides``).
 
@@ -51,10 +57,29 @@ def run_job(
     task run. ``profile`` (a name or path; default: the job's ``profile:``, else
     ``local``) says where tasks run, with ``profile_set`` items (``key=value``)
     overriding its fields. Returns the counts and one row per trial.
+
+    A job with ``optimize:`` runs its search instead (see ``flows.optimize``), with
+    ``n_trials`` and ``storage`` overriding the job's.
     """
-    _end_with_worker()
+    end_with_worker()
     jobfile = load_jobs(job_file or find_job_file())
     the_job = jobfile.job(job)
+    if the_job.optimize is not None:  # a search: the same flow runs it (and deployments)
+        from flows._search import search
+
+        return search(
+            job,
+            overrides,
+            job_file=job_file,
+            profile=profile,
+            profile_set=profile_set,
+            refresh=refresh,
+            extra=extra,
+            max_parallel=max_parallel,
+            n_trials=n_trials,
+            storage=storage,
+            fail_fast=fail_fast,
+        )
     plan = the_job.plan(overrides or [])
     project = jobfile.path.parent.resolve()
     state = state_dir(project)
@@ -78,7 +103,7 @@ def run_job(
         },
         {"prefect.flow_run_id": flow_run_id, "sweepflow.versions": versions()},
     )
-    _save_profile(chosen, state, the_job.key, flow_run_id, tracker, parent)
+    save_profile(chosen, state, the_job.key, flow_run_id, tracker, parent)
     sink = current_sink()
     sink.start(the_job.key, len(specs), len(hits))
     outcomes: dict[int, TrialOutcome] = {}
@@ -90,9 +115,9 @@ def run_job(
         result_storage=state / "results", refresh_cache=refresh, retries=retries
     )
     todo = [s for s in specs if s.index not in hits]
-    window = max(1, max_parallel or _capacity(chosen))
+    window = max(1, max_parallel or capacity(chosen))
     # Nothing to run (all cached): no cluster to start.
-    runner = _task_runner(chosen, window, state, uri) if todo else ThreadPoolTaskRunner(1)
+    runner = task_runner(chosen, window, state, uri) if todo else ThreadPoolTaskRunner(1)
     resources = dict(the_job.resources) if chosen.type != "local" else {}
     feed = _Feed(todo, the_job.chunk, window)
     writer = RunWriter(tracker, parent)
@@ -120,7 +145,7 @@ def run_job(
                     s.model_copy(update={"env": {**env, "MLFLOW_RUN_ID": writer.run_id(s.index)}})
                     for s in unit
                 ]
-                with _annotate(resources):
+                with annotate(resources):
                     if len(unit) == 1 and not feed.fixed:
                         future = runner.submit(single, {"spec": ready[0]})
                     else:
@@ -135,7 +160,7 @@ def run_job(
             future = done.get()
             unit = inflight.pop(future)
             task_run = {"prefect.task_run_id": str(future.task_run_id)}
-            for spec, result, error in _results(future, unit):
+            for spec, result, error in unit_results(future, unit):
                 status = "done" if result else "cancelled" if error == "cancelled" else "failed"
                 if result:
                     feed.observe(result.duration)
@@ -148,7 +173,7 @@ def run_job(
                         params=spec.params,
                         metrics=result.metrics if result else None,
                         ok=result is not None,
-                        tags=task_run | _placement(result),
+                        tags=task_run | placement_tags(result),
                     )
                 outcome = outcome_of(spec, status, result, "" if result else error)
                 outcomes[spec.index] = replace(outcome, run_id=writer.run_id(spec.index))
@@ -173,88 +198,12 @@ def run_job(
     failed = counts["failed"] + counts["cancelled"]
     tracker.finish_parent(parent, counts, "FAILED" if failed else "FINISHED")
     rows = [outcomes[s.index] for s in specs]
-    _table(the_job.key, rows)
+    trials_table(the_job.key, rows)
     summary = {"job": the_job.key, "experiment": the_job.experiment, "tracking_uri": uri}
     summary |= {"counts": counts, "trials": [vars(o) for o in rows], "parent_run": parent}
     if failed:
         raise RuntimeError(f"{failed} of {len(specs)} trials of job '{job}' did not finish")
     return summary
-
-
-def _capacity(profile: Profile) -> int:
-    """Tasks the profile can run at once: what the flow keeps in flight."""
-    settings = profile.resolved()
-    cores = os.cpu_count() or 1
-    if profile.type == "local":
-        return int(settings["cores"])
-    if profile.type == "dask-local":
-        workers = settings.get("workers") or cores
-        if settings.get("adapt"):
-            workers = settings["adapt"]["maximum"]
-        return max(1, int(workers) * int(settings.get("threads_per_worker") or 1))
-    jobs = (settings.get("adapt") or {}).get("maximum") or 1
-    return max(1, int(jobs) * int(settings.get("cores") or 1))
-
-
-def _task_runner(profile: Profile, window: int, state: Path, uri: str) -> Any:
-    """The task runner of ``profile``, its Dask workers pointed at this run's services.
-
-    Dask workers are other processes (SLURM jobs, perhaps on other nodes): they get the
-    Prefect API this flow reports to (never an ephemeral server of their own), the
-    MLflow store, and quiet logging. Paths are absolute; on a cluster the state folder
-    must be on a shared file system.
-    """
-    if profile.type == "local":
-        return profile.task_runner(window)
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        api_url = str(client.api_url).rstrip("/")
-    env = {
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
-        "MLFLOW_TRACKING_URI": uri,
-    }
-    worker_env = {**env, **profile.worker_env}  # type: ignore[attr-defined]
-    profile = profile.model_copy(update={"worker_env": worker_env})
-    import dask
-
-    # A worker lost with its SLURM job (scancel, preemption, walltime) is given up
-    # after this long; its tasks go to another worker (adapt starts a new job).
-    dask.config.set({"distributed.deploy.lost-worker-timeout": "5s"})
-    return profile.task_runner(window, state_dir=state)
-
-
-def _placement(result: TrialResult | None) -> dict[str, str]:
-    """MLflow tags saying where a trial ran (host; SLURM job, node and GPUs if any)."""
-    if result is None:
-        return {}
-    tags = {"sweepflow.trial_host": result.host} if result.host else {}
-    names = {"SLURM_JOB_ID": "slurm_job_id", "SLURMD_NODENAME": "node"}
-    names["CUDA_VISIBLE_DEVICES"] = "cuda_visible_devices"
-    return tags | {f"sweepflow.{names[k]}": v for k, v in result.placement.items() if k in names}
-
-
-def _annotate(resources: dict[str, float]) -> Any:
-    """Dask annotations for a task that needs ``resources`` (e.g. ``{"gpu": 1}``)."""
-    if not resources:
-        return contextlib.nullcontext()
-    import dask
-
-    return dask.annotate(resources=resources)
-
-
-def _save_profile(
-    profile: Profile, state: Path, job: str, flow_run_id: str, tracker: Any, parent: str
-) -> None:
-    """Keep the fully resolved profile with the run: state folder and MLflow parent run."""
-    resolved = profile.resolved()
-    folder = state / "runs" / job / "profiles"
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{flow_run_id or int(time.time())}.json"
-    (folder / name).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
-    tracker.client.log_dict(parent, resolved, "profile.json")
 
 
 class _Feed:
@@ -306,54 +255,3 @@ class _Feed:
     def rest(self) -> list[TrialSpec]:
         """Trials never handed out."""
         return self.todo[self.position :]
-
-
-def _end_with_worker() -> None:
-    """Under a worker, end this flow run when the worker process dies.
-
-    The worker starts each flow run as a child process; without this, a killed worker
-    leaves its flow runs going on unsupervised. A watchdog thread notices the parent is
-    gone, points stdout/stderr (pipes to the dead worker) at /dev/null so that logging
-    cannot fail, and sends this process SIGTERM, which Prefect reports as Crashed; the
-    trials are stopped and the next run of the deployment resumes through the cache.
-    """
-    if not runtime.deployment.id:
-        return
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="sweepflow-worker-watch", daemon=True).start()
-
-
-def _results(future: Any, unit: list[TrialSpec]) -> list[tuple[TrialSpec, Any, str]]:
-    """(spec, result or None, error) of every trial of a finished task."""
-    value = future.result(raise_on_failure=False)
-    if isinstance(value, list):  # a chunk: one item per trial
-        return [(spec, item.result, item.error) for spec, item in zip(unit, value, strict=True)]
-    if isinstance(value, TrialResult):
-        return [(unit[0], value, "")]
-    error = str(value) if isinstance(value, BaseException) else "failed"
-    return [(spec, None, error) for spec in unit]
-
-
-def _table(job: str, rows: list[TrialOutcome]) -> None:
-    """The trial table on the flow run (shown in the Prefect UI)."""
-    table = [
-        {
-            "trial": o.index,
-            "parameters": o.label,
-            "status": o.status,
-            "seconds": round(o.duration, 3) if o.duration is not None else None,
-            "mlflow run": o.run_id,
-            **{f"metric.{k}": v for k, v in sorted(o.metrics.items())[:8]},
-        }
-        for o in rows
-    ]
-    create_table_artifact(table, key=f"trials-{job.lower().replace('_', '-')}"[:64])

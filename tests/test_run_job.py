@@ -118,7 +118,14 @@ def test_run_job_tracks_every_trial_in_mlflow(project: Path) -> None:
 
     summary = run_flow("x", job_file)
 
-    assert summary["counts"] == {"done": 4, "cached": 0, "failed": 0, "cancelled": 0, "total": 4}
+    assert summary["counts"] == {
+        "done": 4,
+        "cached": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "pruned": 0,
+        "total": 4,
+    }
     assert len(executions(project)) == 4
     mlflow_client = client(project)
     trials = mlflow_runs(project, "x")

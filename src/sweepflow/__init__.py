@@ -10,10 +10,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .analysis import Run, RunCollection, RunLookupError, RunQueryError, runs
 from .errors import JobError, JobFileError, SweepflowError, SweepSyntaxError
+from .execute import TrialFailed, TrialPruned
 from .hashing import digest
 from .jobs import Job, JobFile, SweepSet, load_jobs
 from .program import ConfigError, main
-from .report import Report, log_artifact, log_metrics, log_params, read_report
+from .report import Report, log_artifact, log_metrics, log_params, read_report, should_prune
 
 try:
     __version__ = version("sweepflow")
@@ -34,6 +35,8 @@ __all__ = [
     "SweepSet",
     "SweepSyntaxError",
     "SweepflowError",
+    "TrialFailed",
+    "TrialPruned",
     "__version__",
     "digest",
     "load_jobs",
@@ -43,4 +46,5 @@ __all__ = [
     "main",
     "read_report",
     "runs",
+    "should_prune",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import product
 
@@ -108,6 +108,8 @@ class Range(Node):
         integer: True when every part was written as an integer (values print as ints).
         precision: Significant digits for float values, as HydraFlow derives them.
         exponent: Suffix appended to every non-zero value (``e3`` for ``k``), or ``""``.
+        stepped: Whether the step was written (a search space makes an unstepped float
+            range continuous); not part of equality.
     """
 
     start: Decimal
@@ -116,6 +118,7 @@ class Range(Node):
     integer: bool
     precision: int
     exponent: str = ""
+    stepped: bool = field(default=False, compare=False, repr=False)
 
     def __len__(self) -> int:
         return int((self.stop - self.start) // self.step) + 1
@@ -132,7 +135,10 @@ class Range(Node):
 
 @dataclass(frozen=True)
 class LinSpace(Node):
-    """``lin(start:stop:num)``: ``num`` evenly spaced values including both ends."""
+    """``lin(start:stop:num)``: ``num`` evenly spaced values including both ends.
+
+    In a search space ``lin(start:stop)`` (``num`` 0) is the continuous uniform range.
+    """
 
     start: Decimal
     stop: Decimal
@@ -152,7 +158,11 @@ class LinSpace(Node):
 
 @dataclass(frozen=True)
 class LogSpace(Node):
-    """``log(start:stop:num)``: ``num`` log-spaced values including both ends."""
+    """``log(start:stop:num)``: ``num`` log-spaced values including both ends.
+
+    In a search space ``log(start:stop)`` (``num`` 0) is the continuous log-uniform
+    range; it has no values to sweep.
+    """
 
     start: Decimal
     stop: Decimal

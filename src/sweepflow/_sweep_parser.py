@@ -6,7 +6,10 @@ wrote) so that an error can put its caret under the right column of the whole st
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -25,7 +28,14 @@ from ._sweep_nodes import (
 )
 from .errors import SweepSyntaxError
 
-__all__ = ["parse_param", "parse_token", "parse_values", "reject_pipes", "tokens"]
+__all__ = [
+    "parse_param",
+    "parse_token",
+    "parse_values",
+    "reject_pipes",
+    "search_syntax",
+    "tokens",
+]
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _SI_NUMBER = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))([fpnumkMGT])")
@@ -34,6 +44,18 @@ _FUNCTION = re.compile(r"(log|lin)\(")
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {")": "(", "]": "[", "}": "{"}
 _RANGE_FORM = "start:stop[:step][:suffix]"
+# Inside a search space (optimize: space) log(a:b) and lin(a:b) are continuous ranges.
+_SEARCH: contextvars.ContextVar[bool] = contextvars.ContextVar("sweep_search", default=False)
+
+
+@contextlib.contextmanager
+def search_syntax() -> Iterator[None]:
+    """Parse search spaces: allow ``log(a:b)`` and ``lin(a:b)`` without a count."""
+    token = _SEARCH.set(True)
+    try:
+        yield
+    finally:
+        _SEARCH.reset(token)
 
 
 @dataclass(frozen=True)
@@ -155,7 +177,7 @@ def _range(span: _Span) -> Node:
     integer = not any(c in t for t in texts for c in ".eE")
     digits = [_digits(t) for t in texts]
     precision = max(max(d[0] for d in digits) + max(d[1] for d in digits), 1)
-    return Range(start, stop, step, integer, precision, exponent)
+    return Range(start, stop, step, integer, precision, exponent, stepped=len(parts) == 3)
 
 
 def _split_colons(span: _Span) -> list[_Span]:
@@ -173,15 +195,21 @@ def _function(span: _Span, name: str) -> Node:
     inner = span.sub(len(name) + 1, len(span.text) - 1)
     parts = _split_colons(inner)
     form = f"{name}(start:stop:num)"
-    if len(parts) < 3:
-        raise inner.error(f"{name}() needs three parts: {form}", len(inner.text))
+    search = _SEARCH.get()
+    if len(parts) < (2 if search else 3):
+        hint = " (log(start:stop) alone is a search range, for optimize: space)"
+        raise inner.error(f"{name}() needs three parts: {form}{hint}", len(inner.text))
     if len(parts) > 3:
         raise parts[3].error(f"too many parts: expected {form}")
     start = _number(parts[0], "start", si=True)
     stop = _number(parts[1], "stop", si=True)
-    if not re.fullmatch(r"\+?\d+", parts[2].text) or int(parts[2].text) < 1:
-        raise parts[2].error(f"num must be a whole number of values >= 1 in {form}")
-    num = int(parts[2].text)
+    num = 0  # a continuous search range
+    if len(parts) == 3:
+        if not re.fullmatch(r"\+?\d+", parts[2].text) or int(parts[2].text) < 1:
+            raise parts[2].error(f"num must be a whole number of values >= 1 in {form}")
+        num = int(parts[2].text)
+    if search and start >= stop:
+        raise span.error(f"{name}() start {parts[0].text} must be below stop {parts[1].text}")
     if name == "lin":
         return LinSpace(start, stop, num)
     for part, value in ((parts[0], start), (parts[1], stop)):

@@ -91,9 +91,18 @@ def run(
         list[str] | None,
         typer.Option("--set", help="Override a profile field: key=value (dotted keys; repeat)."),
     ] = None,
+    n_trials: Annotated[
+        int | None,
+        typer.Option("--n-trials", min=1, help="Search: trials in the study (job's n_trials)."),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="Search: Optuna storage URL or journal file."),
+    ] = None,
     file: FileOption = None,
 ) -> int:
-    """Run JOB: every trial of its sweep as a cached Prefect task, tracked in MLflow."""
+    """Run JOB: every trial of its sweep (or its Optuna search) as a cached Prefect task,
+    tracked in MLflow."""
     jobfile = _load(file)
     plan = jobfile.job(job).plan(overrides or [])  # bad input fails here, before anything starts
     project = jobfile.path.parent if jobfile.path else None
@@ -101,10 +110,16 @@ def run(
 
     chosen = load_profile(profile or plan.job.profile, list(sets or []), project)
     extra = (ctx.obj or {}).get("extra", [])
+    if plan.space is not None:
+        from .search import search_space
+
+        search_space(plan)  # a bad space fails here too
+    elif n_trials or storage:
+        raise plan.job.error("is a sweep: --n-trials and --storage apply to optimize: jobs")
     if dry_run:
         from .dryrun import print_dry_run
 
-        print_dry_run(plan, extra, project, as_json=json)
+        print_dry_run(plan, extra, project, as_json=json, n_trials=n_trials)
         return 0
     from .commands import check_extra
 
@@ -123,7 +138,33 @@ def run(
         profile=str(profile) if profile else None,
         profile_set=list(sets or []),
         needs_server=chosen.type != "local",
+        n_trials=n_trials,
+        storage=storage,
     )
+
+
+@app.command()
+def study(
+    job: Annotated[str, typer.Argument(help="Name of a job with optimize: in the job file.")],
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", help="Write one row per trial to FILE.parquet or FILE.csv."),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write history, importance and slice plots (PNG) to DIR."),
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="Optuna storage URL or journal file.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows in the table (best first).")] = 20,
+    file: FileOption = None,
+) -> None:
+    """Show JOB's Optuna study: the best trial and a table of trials."""
+    from .study_cli import show_study
+
+    jobfile = _load(file)
+    show_study(jobfile, job, storage=storage, export=export, plot=plot, limit=limit)
 
 
 @app.command()

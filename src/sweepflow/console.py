@@ -62,13 +62,16 @@ class _Bar:
             console=console,
             transient=False,
         )
-        self.counts = {"done": 0, "cached": 0, "failed": 0, "cancelled": 0, "running": 0}
+        self.counts = dict.fromkeys(("done", "cached", "failed", "cancelled", "pruned"), 0)
+        self.counts["running"] = 0
         self.outcomes: list[TrialOutcome] = []
         self.task: Any = None
 
     def _fields(self) -> str:
         c = self.counts
         text = f"done {c['done']}  cached {c['cached']}  failed {c['failed']}"
+        if c["pruned"]:
+            text += f"  pruned {c['pruned']}"
         return text + f"  running {c['running']}"
 
     def start(self, job: str, total: int, cached: int) -> None:
@@ -98,6 +101,7 @@ def _summary(console: Console, outcomes: list[TrialOutcome], limit: int = 50) ->
     for column in ("#", "parameters", "status", "seconds", *names):
         table.add_column(column, justify="right" if column in ("#", "seconds") else "left")
     style = {"done": "green", "cached": "cyan", "failed": "red", "cancelled": "yellow"}
+    style["pruned"] = "magenta"
     shown = outcomes if len(outcomes) <= limit else [o for o in outcomes if o.status == "failed"]
     for o in shown[:limit]:
         seconds = f"{o.duration:.2f}" if o.duration is not None else ""
@@ -113,6 +117,26 @@ def _summary(console: Console, outcomes: list[TrialOutcome], limit: int = 50) ->
                 soft_wrap=True,
             )
             console.print(f"  logs: {Path(o.workdir) / 'stderr.log'}", markup=False, soft_wrap=True)
+
+
+def _best(console: Console, result: dict[str, Any]) -> None:
+    """The search's outcome: the best trial, and where the study lives."""
+    best = result["best"]
+    values = ", ".join(f"{k} = {v:.6g}" for k, v in best["values"].items())
+    params = " ".join(f"{k}={v}" for k, v in best["params"].items())
+    before = result.get("finished_before") or 0
+    resumed = f" (resumed: {before} finished before)" if before else ""
+    console.print(
+        f"best trial #{best['number']}: {values}  ({params}){resumed}",
+        style="bold",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"study '{result['study']}' in {result['storage']}: see `sweepflow study {result['job']}`",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def run_in_terminal(*, debug: bool = False, needs_server: bool = False, **parameters: Any) -> int:
@@ -169,6 +193,7 @@ def run_in_terminal(*, debug: bool = False, needs_server: bool = False, **parame
     console.print(
         ("interrupted: " if interrupted else "")
         + f"{c['done']} done, {c['cached']} cached, {c['failed']} failed"
+        + (f", {c['pruned']} pruned" if c["pruned"] else "")
         + (f", {c['cancelled']} not started" if c["cancelled"] else "")
         + f" in {time.perf_counter() - started:.1f} s",
         style="bold green" if ok else "bold red",
@@ -177,6 +202,8 @@ def run_in_terminal(*, debug: bool = False, needs_server: bool = False, **parame
         return 130
     if ok:
         result = state.result()
+        if result.get("best"):
+            _best(console, result)
         console.print(
             f"MLflow: experiment '{result['experiment']}' at {result['tracking_uri']}",
             markup=False,

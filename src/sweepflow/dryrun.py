@@ -68,9 +68,14 @@ def print_dry_run(
     *,
     as_json: bool = False,
     out: TextIO | None = None,
+    n_trials: int | None = None,
 ) -> None:
-    """Print every invocation of ``plan`` then a one-line summary."""
+    """Print every invocation of ``plan`` then a one-line summary (for a search: its
+    space, and the command a trial runs)."""
     out = out or sys.stdout
+    if plan.space is not None:
+        _print_search(plan, extra, project_dir, as_json, out, n_trials)
+        return
     batches, trials = plan.count()
     key = plan.job.key
     write = out.write
@@ -83,6 +88,69 @@ def print_dry_run(
         write(json.dumps({"summary": {"job": key, "trials": trials, "batches": batches}}) + "\n")
     else:
         write(summary(trials, batches) + "\n")
+    out.flush()
+
+
+def search_count(plan: Plan, n_trials: int | None = None) -> int:
+    """Trials a search will have: ``n_trials``, else the job's, the grid's size, or 20."""
+    from .search import search_space
+
+    settings = plan.job.optimize
+    assert settings is not None
+    return n_trials or settings.n_trials or search_space(plan).grid_size() or 20
+
+
+def _print_search(
+    plan: Plan,
+    extra: list[str],
+    project_dir: Path | None,
+    as_json: bool,
+    out: TextIO,
+    n_trials: int | None,
+) -> None:
+    from .search import format_value, search_space
+    from .trials import spec_maker
+
+    space = search_space(plan)
+    settings = plan.job.optimize
+    assert settings is not None
+    total = search_count(plan, n_trials)
+    # The first trial as it would run, at each range's low end and each list's first value.
+    example = {
+        d.key: format_value(d.low if d.kind != "categorical" else d.choices[0])
+        for d in space.dimensions
+    } | space.fixed
+    spec = spec_maker(plan, project_dir or Path.cwd(), extra)(0, example)
+    command = (
+        spec.function + f"({list(spec.items)!r})" if spec.kind == "call" else shlex.join(spec.argv)
+    )
+    if as_json:
+        record = {
+            "job": plan.job.key,
+            "search": {
+                "metric": list(settings.metrics),
+                "direction": list(settings.directions),
+                "sampler": settings.sampler,
+                "pruner": settings.pruner,
+                "n_trials": total,
+                "space": [d.describe() for d in space.dimensions],
+                "fixed": space.fixed,
+                "add": list(space.add),
+                "example": command,
+            },
+        }
+        out.write(json.dumps(record) + "\n")
+    else:
+        goal = ", ".join(
+            f"{d} {m}" for m, d in zip(settings.metrics, settings.directions, strict=True)
+        )
+        out.write(f"search: {goal} over {total} trials ({settings.sampler} sampler")
+        out.write(f", {settings.pruner} pruner)\n" if settings.pruner != "none" else ")\n")
+        for dim in space.dimensions:
+            out.write(f"  {dim.describe()}\n")
+        for key, value in space.fixed.items():
+            out.write(f"  {key} = {value} (fixed)\n")
+        out.write(f"a trial runs: {command}\n")
     out.flush()
 
 
@@ -101,7 +169,11 @@ def print_jobs(jobfile: JobFile) -> None:
         kind = given[0] if len(given) == 1 else "?"
         command = getattr(job, kind) if kind != "?" else ""
         try:
-            batches, trials = job.plan().count()
+            plan = job.plan()
+            if plan.space is not None:
+                table.add_row(name, kind, command, f"{search_count(plan):,}", "search", "ok")
+                continue
+            batches, trials = plan.count()
         except SweepflowError as exc:
             reasons.append(f"{name}: {exc}")
             table.add_row(name, kind, command, "", "", "invalid", style="red")
@@ -122,6 +194,15 @@ def print_show(jobfile: JobFile, names: list[str]) -> None:
         data = {"experiment": job.experiment, **{k: v for k, v in data.items() if k != "name"}}
         try:
             plan = job.plan()
+            if plan.space is not None:
+                from .search import search_space
+
+                space = search_space(plan)
+                data["space"] = [d.describe() for d in space.dimensions]
+                data["fixed"] = space.fixed
+                data["trials"] = search_count(plan)
+                resolved[name] = data
+                continue
             batches, trials = plan.count()
             data["sets"] = [_set_view(compiled) for compiled in plan.sets]
             data["batches"], data["trials"] = batches, trials

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ._run import unflatten
 from .errors import SweepflowError
 
-__all__ = ["TrialFailed", "TrialResult", "TrialSpec", "execute", "terminate_all"]
+__all__ = ["TrialFailed", "TrialPruned", "TrialResult", "TrialSpec", "execute", "terminate_all"]
 
 LogFn = Callable[[str], None]
 # Where a trial ran, recorded with its result and as MLflow tags: the SLURM job and node
@@ -43,6 +43,17 @@ _LOADED: dict[str, tuple[int, int]] = {}  # module file -> (mtime_ns, size) when
 
 class TrialFailed(SweepflowError, RuntimeError):
     """A trial whose program exited non-zero, timed out, or raised."""
+
+
+class TrialPruned(TrialFailed):
+    """A trial the search's pruner stopped early (see ``sweepflow.should_prune``).
+
+    Raise it from a ``call:`` function (or exit a ``run:`` program) once
+    ``should_prune()`` says so; the trial is told PRUNED, and never cached.
+    """
+
+    def __init__(self, message: str = "pruned by the search's pruner") -> None:
+        super().__init__(message)
 
 
 class TrialSpec(BaseModel):
@@ -286,6 +297,15 @@ def _metrics_of(value: Any) -> tuple[Any, dict[str, float]]:
     return value, metrics
 
 
+def _raise_if_pruned(workdir: Path) -> None:
+    """A trial that stopped (any way) after its pruner said so was pruned, not failed."""
+    from .report import read_report
+
+    step = read_report(workdir / "report.jsonl").pruned
+    if step is not None:
+        raise TrialPruned(f"pruned at step {step}")
+
+
 def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
     """Run one unit and return its result.
 
@@ -302,8 +322,12 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
     if spec.kind == "call":
         from .report import reporting_to
 
-        with reporting_to(workdir / "report.jsonl"):
-            value, metrics = _metrics_of(_call(spec))
+        try:
+            with reporting_to(workdir / "report.jsonl", spec.env):
+                value, metrics = _metrics_of(_call(spec))
+        except Exception:
+            _raise_if_pruned(workdir)
+            raise
     else:
         project = Path(spec.project_dir)
         cwd = workdir
@@ -315,6 +339,7 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
             cwd = project  # the handler launches the program relative to the project
         returncode = _run_process(spec, _absolute_argv(spec.argv, project), cwd, log)
         if returncode != 0:
+            _raise_if_pruned(workdir)
             tail = _tail(workdir / "stderr.log")
             what = "handler" if spec.kind == "submit" else "program"
             raise TrialFailed(
@@ -323,7 +348,10 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
             )
     from .report import read_report
 
-    reported = {point.name: point.value for point in read_report(workdir / "report.jsonl").metrics}
+    report = read_report(workdir / "report.jsonl")
+    if report.pruned is not None:
+        raise TrialPruned(f"pruned at step {report.pruned}")
+    reported = {point.name: point.value for point in report.metrics}
     return TrialResult(
         digest=spec.digest,
         cache_key=spec.cache_key,

@@ -204,16 +204,22 @@ class Plan:
     job: Job
     sets: list[CompiledSet]
     overrides: list[str]
+    space: CompiledSet | None = None  # an ``optimize:`` job: the space (each) and add
 
     @classmethod
     def compile(cls, job: Job, overrides: list[str]) -> Plan:
         """Parse every set of ``job`` and apply command-line ``overrides``.
+
+        An ``optimize:`` job compiles to no sets and a :attr:`space`: its ``space``
+        tokens as ``each`` (overrides replace keys) and the job's ``add``.
 
         Raises:
             JobError: The job's own semantic errors (with file:line and key path).
             SweepSyntaxError: An override that does not parse.
         """
         job.kind  # noqa: B018 - validates run / call / submit
+        if job.optimize is not None:
+            return cls(job, [], list(overrides), _compile_space(job, overrides))
         tokens = [t for o in overrides for t in _parse_override(o)]
         override_keys = {k for t in tokens for k in (t.keys if isinstance(t, Pipe) else (t.key,))}
         job_add = _split_add(job, job.add, ("add",))
@@ -264,14 +270,56 @@ class Plan:
         return itertools.chain.from_iterable(s.iter_trials() for s in self.sets)
 
 
-def _parse_override(text: str) -> list[Param | Pipe]:
+def _parse_override(text: str, *, search: bool = False) -> list[Param | Pipe]:
     if "=" not in text:
         raise SweepSyntaxError(
             f"override '{text}' has no '=': write key=value (put program arguments after --)",
             text,
             0,
         )
-    return parse(text)
+    return parse(text, pipes=not search, search=search)
+
+
+def _compile_space(job: Job, overrides: list[str]) -> CompiledSet:
+    """The search space of an ``optimize:`` job, overrides applied, with its ``add``."""
+    assert job.optimize is not None
+    if job.kind == "submit" or job.per == "batch":
+        what = "submit:" if job.kind == "submit" else "per: batch"
+        raise job.error(f"has optimize: with {what}: a search runs one trial per task", "optimize")
+    for index, spec in enumerate(job.sets):
+        swept = [k for k in ("each", "all", "zip", "seeds") if getattr(spec, k)]
+        if swept:
+            raise job.error(
+                f"has optimize: and sets with {swept[0]}: the search takes its parameters "
+                "from optimize.space (fixed values go in add)",
+                "sets",
+                index,
+                swept[0],
+            )
+    if job.seeds is not None:
+        raise job.error("has optimize: and seeds: put seed=0 in add or in the space", "seeds")
+    path = ("optimize", "space")
+    try:
+        space = parse(job.optimize.space, pipes=False, search=True)
+    except SweepSyntaxError as exc:
+        raise JobError(
+            f"Job '{job.key}' has a syntax error in its search space ({job.where(*path)}): "
+            f"{exc.one_line()}"
+        ) from exc
+    add = _split_add(job, job.add, ("add",))
+    for index, spec in enumerate(job.sets):
+        if spec.add is not None:
+            add = _merge_add(add, _split_add(job, spec.add, ("sets", index, "add")))
+    compiled = CompiledSet(each=list(space), add=add)
+    tokens = [t for o in overrides for t in _parse_override(o, search=True)]
+    if tokens:
+        compiled = _override(compiled, tokens, {t.key for t in tokens})  # type: ignore[union-attr]
+    seen: set[str] = set()
+    for param in compiled.each:
+        if param.key in seen:  # type: ignore[union-attr]
+            raise job.error(f"sets key '{param.key}' twice in its search space: keep one", *path)  # type: ignore[union-attr]
+        seen.add(param.key)  # type: ignore[union-attr]
+    return compiled
 
 
 def _override(compiled: CompiledSet, tokens: list, keys: set[str]) -> CompiledSet:

@@ -25,7 +25,16 @@ from pydantic import (
 from ._source import Source, format_path, suggest
 from .errors import JobError, JobFileError
 
-__all__ = ["DEFAULT_FILES", "Job", "JobFile", "Schedule", "SweepSet", "find_job_file", "load_jobs"]
+__all__ = [
+    "DEFAULT_FILES",
+    "Job",
+    "JobFile",
+    "Optimize",
+    "Schedule",
+    "SweepSet",
+    "find_job_file",
+    "load_jobs",
+]
 
 DEFAULT_FILES = ("sweepflow.yaml", "hydraflow.yaml")
 _JOB_ALIASES = {"steps": "sets", "with": "add"}
@@ -96,6 +105,63 @@ class Schedule(_Model):
         return value
 
 
+Direction = Literal["minimize", "maximize"]
+
+
+class Optimize(_Model):
+    """A search instead of a sweep: trials asked from an Optuna study.
+
+    Attributes:
+        metric: The metric (or metrics, multi-objective) each trial reports.
+        direction: ``minimize`` / ``maximize``, one per metric.
+        space: The search space in sweep syntax: ``a:b`` ranges (int or float; a step
+            makes them stepped), ``log(a:b)`` log-uniform, comma lists categorical,
+            single values fixed.
+    """
+
+    metric: str | tuple[str, ...] = Field(description="Metric(s) each trial reports.")
+    direction: Direction | tuple[Direction, ...] = Field(
+        "minimize", description="minimize or maximize (a list for several metrics)."
+    )
+    space: str = Field(description="Search space in sweep syntax, e.g. lr=log(1e-5:1e-1).")
+    n_trials: int | None = Field(
+        None, ge=1, description="Trials in the study (default: the grid's size, else 20)."
+    )
+    parallel: int | None = Field(
+        None, ge=1, description="Trials in flight at once (default: the profile's capacity)."
+    )
+    sampler: Literal["tpe", "random", "cmaes", "grid", "qmc"] = Field(
+        "tpe", description="Optuna sampler; TPE asks with constant_liar."
+    )
+    seed: int | None = Field(0, description="Sampler seed (None: not reproducible).")
+    pruner: Literal["none", "median", "hyperband"] = Field(
+        "none", description="Stop unpromising trials early (they report steps)."
+    )
+    storage: str | None = Field(
+        None, description="Optuna storage URL or journal file (default: the state folder)."
+    )
+    study: str | None = Field(None, description="Study name (default: the job's name).")
+
+    _space = field_validator("space", mode="before")(_words)
+
+    @field_validator("metric", "direction", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metric names, in order."""
+        return (self.metric,) if isinstance(self.metric, str) else self.metric
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """One direction per metric (a single direction applies to all)."""
+        if isinstance(self.direction, str):
+            return (self.direction,) * len(self.metrics)
+        return self.direction
+
+
 class Job(_Model):
     """One job of a job file: a command, its parameter sets, and how to run it."""
 
@@ -120,6 +186,7 @@ class Job(_Model):
     cache: bool = Field(True, description="Reuse results of unchanged trials.")
     watch: tuple[str, ...] = Field((), description="Globs of files in the code fingerprint.")
     schedule: Schedule | None = Field(None, description="Cron schedule of the deployment.")
+    optimize: Optimize | None = Field(None, description="Search the space with Optuna.")
     tags: tuple[str, ...] = Field((), description="Tags for MLflow and Prefect.")
     description: str = Field("", description="Free text shown by 'sweepflow show'.")
 
@@ -396,6 +463,8 @@ def _fields_at(path: tuple) -> list[str]:
         model = SweepSet
     if depth >= 3 and path[2] == "schedule":
         model = Schedule
+    if depth >= 3 and path[2] == "optimize":
+        model = Optimize
     names = list(model.model_fields)
     if model is Job:
         names += list(_JOB_ALIASES)

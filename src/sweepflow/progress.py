@@ -27,7 +27,8 @@ class TrialOutcome:
     """How one trial ended, for the progress bar and the summary table.
 
     Attributes:
-        status: ``done``, ``cached``, ``failed`` or ``cancelled``.
+        status: ``done``, ``cached``, ``failed``, ``cancelled`` or ``pruned`` (a search
+            trial its pruner stopped).
     """
 
     index: int
@@ -96,8 +97,8 @@ def outcome_of(spec: Any, status: str, result: Any = None, error: str = "") -> T
 
 
 def count_outcomes(outcomes: Iterable[TrialOutcome], total: int) -> dict[str, int]:
-    """Trials by status (done, cached, failed, cancelled) and the total."""
-    counts = dict.fromkeys(("done", "cached", "failed", "cancelled"), 0)
+    """Trials by status (done, cached, failed, cancelled, pruned) and the total."""
+    counts = dict.fromkeys(("done", "cached", "failed", "cancelled", "pruned"), 0)
     for outcome in outcomes:
         counts[outcome.status] += 1
     counts["total"] = total

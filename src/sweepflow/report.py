@@ -10,6 +10,10 @@ Report lines, one JSON object each, append-only, a single writer per file::
     {"kind": "metrics", "values": {"loss": 0.5}, "step": 3, "time": 1700000000000}
     {"kind": "params", "values": {"model.depth": "3"}}
     {"kind": "artifact", "path": "/abs/plot.png", "artifact_path": "plots"}
+    {"kind": "pruned", "step": 3}
+
+In a search with a pruner, a metric logged with a step is also reported to the study
+as an intermediate value, and :func:`should_prune` asks the study's pruner.
 """
 
 from __future__ import annotations
@@ -39,12 +43,18 @@ __all__ = [
     "read_report",
     "report_path",
     "reporting_to",
+    "should_prune",
+    "trial_setting",
 ]
 REPORT_ENV = "SWEEPFLOW_REPORT"
 # A call: trial runs in a thread of the flow's process, where the environment is
 # shared; its report file is set per context instead.
 _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "sweepflow_report", default=None
+)
+# ... and so is the rest of its environment (the study to report to when pruning).
+_ENV: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "sweepflow_trial_env", default=None
 )
 
 # Report files this process has appended to; before the first append to a file we
@@ -86,6 +96,7 @@ class Report(BaseModel):
     params: dict[str, str] = {}
     artifacts: tuple[ArtifactEntry, ...] = ()
     problems: tuple[str, ...] = ()
+    pruned: int | None = None  # the step at which the search's pruner stopped the trial
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -149,17 +160,28 @@ def in_process() -> bool:
     return _TARGET.get() is not None
 
 
+def trial_setting(name: str) -> str | None:
+    """A setting of the current trial's environment (per context for ``call:`` trials)."""
+    env = _ENV.get()
+    if env is not None:
+        return env.get(name)
+    return os.environ.get(name)
+
+
 @contextlib.contextmanager
-def reporting_to(path: str | Path) -> Iterator[None]:
+def reporting_to(path: str | Path, env: dict[str, str] | None = None) -> Iterator[None]:
     """Send this context's ``log_*`` calls to the report file ``path``.
 
     Used for ``call:`` trials, which run in the flow's process (threads share the
-    environment, so ``SWEEPFLOW_REPORT`` cannot tell them apart).
+    environment, so ``SWEEPFLOW_REPORT`` cannot tell them apart); ``env`` is the
+    trial's own environment, read by :func:`trial_setting`.
     """
     token = _TARGET.set(str(path))
+    env_token = _ENV.set(dict(env or {}))
     try:
         yield
     finally:
+        _ENV.reset(env_token)
         _TARGET.reset(token)
 
 
@@ -214,9 +236,33 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     if report:
         stamp = time.time_ns() // 1_000_000
         _append(report, {"kind": "metrics", "values": values, "step": step, "time": stamp})
+        if step is not None and trial_setting("SWEEPFLOW_STUDY_STORAGE"):
+            from .pruning import report_intermediate
+
+            report_intermediate(values, step)
         return
     if values:
         _by_hand().log_metrics(values, step=step)
+
+
+def should_prune() -> bool:
+    """Whether the search's pruner says to stop this trial now.
+
+    Only in a search with ``pruner:`` set, after the objective metric was logged with a
+    step; always False otherwise (a sweep, or run by hand). When it says yes, stop
+    the trial (return, exit, or raise :class:`sweepflow.TrialPruned`): it is told
+    PRUNED with its last reported value, whatever its exit status.
+    """
+    report = report_path()
+    if not report or not trial_setting("SWEEPFLOW_STUDY_STORAGE"):
+        return False
+    from .pruning import pruned_at
+
+    step = pruned_at()
+    if step is None:
+        return False
+    _append(report, {"kind": "pruned", "step": step})
+    return True
 
 
 def log_params(params: Mapping[str, Any]) -> None:
@@ -295,7 +341,12 @@ def _parse(record: Any) -> tuple[str, Any]:
         if not isinstance(path, str) or not (folder is None or isinstance(folder, str)):
             raise ValueError("an artifact line needs 'path' (string), 'artifact_path'")
         return kind, ArtifactEntry(path, folder)
-    raise ValueError(f"unknown kind {kind!r} (expected metrics, params or artifact)")
+    if kind == "pruned":
+        step = record.get("step")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(f"a pruned line needs 'step' (int), got {step!r}")
+        return kind, step
+    raise ValueError(f"unknown kind {kind!r} (expected metrics, params, artifact or pruned)")
 
 
 def read_report(path: str | Path) -> Report:
@@ -317,6 +368,7 @@ def read_report(path: str | Path) -> Report:
     params: dict[str, str] = {}
     artifacts: list[ArtifactEntry] = []
     problems: list[str] = []
+    pruned: int | None = None
     lines = data.split(b"\n")
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -332,6 +384,8 @@ def read_report(path: str | Path) -> Report:
             metrics.extend(payload)
         elif kind == "params":
             params.update(payload)
+        elif kind == "pruned":
+            pruned = payload
         else:
             artifacts.append(payload)
     return Report(
@@ -339,4 +393,5 @@ def read_report(path: str | Path) -> Report:
         params=params,
         artifacts=tuple(artifacts),
         problems=tuple(problems),
+        pruned=pruned,
     )

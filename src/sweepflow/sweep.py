@@ -33,7 +33,15 @@ from ._sweep_nodes import (
     Range,
     ValueList,
 )
-from ._sweep_parser import _Span, parse_param, parse_token, parse_values, reject_pipes, tokens
+from ._sweep_parser import (
+    _Span,
+    parse_param,
+    parse_token,
+    parse_values,
+    reject_pipes,
+    search_syntax,
+    tokens,
+)
 from .errors import SweepSyntaxError
 
 __all__ = [
@@ -65,16 +73,21 @@ precision=1, exponent='')
     return parse_values(_Span(text, text, 0))
 
 
-def parse(args: str, *, pipes: bool = True) -> list[Param | Pipe]:
+def parse(args: str, *, pipes: bool = True, search: bool = False) -> list[Param | Pipe]:
     """Parse whitespace-separated ``key[/P]=value`` tokens into typed objects.
 
     Args:
         args: The tokens, as written in ``each``, ``all`` or on the command line.
         pipes: Whether ``|`` alternatives are allowed (only in ``each``).
+        search: Parse a search space: ``log(a:b)`` and ``lin(a:b)`` (no count) are
+            continuous ranges (``num`` 0).
 
     Raises:
         SweepSyntaxError: With a caret under the offending column of ``args``.
     """
+    if search:
+        with search_syntax():
+            return parse(args, pipes=pipes)
     params: list[Param | Pipe] = []
     for span in tokens(args):
         if not pipes:

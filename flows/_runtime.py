@@ -1,0 +1,157 @@
+"""What the run-job and optimize flows share: task runners, placement, flow-run upkeep."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import runtime
+from prefect.artifacts import create_table_artifact
+
+from sweepflow.execute import TrialResult, TrialSpec
+from sweepflow.profiles import Profile
+from sweepflow.progress import TrialOutcome
+
+__all__ = [
+    "annotate",
+    "capacity",
+    "end_with_worker",
+    "placement_tags",
+    "save_profile",
+    "task_runner",
+    "trials_table",
+    "unit_results",
+]
+
+
+def capacity(profile: Profile) -> int:
+    """Tasks the profile can run at once: what the flow keeps in flight."""
+    settings = profile.resolved()
+    cores = os.cpu_count() or 1
+    if profile.type == "local":
+        return int(settings["cores"])
+    if profile.type == "dask-local":
+        workers = settings.get("workers") or cores
+        if settings.get("adapt"):
+            workers = settings["adapt"]["maximum"]
+        return max(1, int(workers) * int(settings.get("threads_per_worker") or 1))
+    jobs = (settings.get("adapt") or {}).get("maximum") or 1
+    return max(1, int(jobs) * int(settings.get("cores") or 1))
+
+
+def task_runner(profile: Profile, window: int, state: Path, uri: str) -> Any:
+    """The task runner of ``profile``, its Dask workers pointed at this run's services.
+
+    Dask workers are other processes (SLURM jobs, perhaps on other nodes): they get the
+    Prefect API this flow reports to (never an ephemeral server of their own), the
+    MLflow store, and quiet logging. Paths are absolute; on a cluster the state folder
+    must be on a shared file system.
+    """
+    if profile.type == "local":
+        return profile.task_runner(window)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        api_url = str(client.api_url).rstrip("/")
+    env = {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+        "MLFLOW_TRACKING_URI": uri,
+    }
+    worker_env = {**env, **profile.worker_env}  # type: ignore[attr-defined]
+    profile = profile.model_copy(update={"worker_env": worker_env})
+    import dask
+
+    # A worker lost with its SLURM job (scancel, preemption, walltime) is given up
+    # after this long; its tasks go to another worker (adapt starts a new job).
+    dask.config.set({"distributed.deploy.lost-worker-timeout": "5s"})
+    return profile.task_runner(window, state_dir=state)
+
+
+def placement_tags(result: TrialResult | None) -> dict[str, str]:
+    """MLflow tags saying where a trial ran (host; SLURM job, node and GPUs if any)."""
+    if result is None:
+        return {}
+    tags = {"sweepflow.trial_host": result.host} if result.host else {}
+    names = {"SLURM_JOB_ID": "slurm_job_id", "SLURMD_NODENAME": "node"}
+    names["CUDA_VISIBLE_DEVICES"] = "cuda_visible_devices"
+    return tags | {f"sweepflow.{names[k]}": v for k, v in result.placement.items() if k in names}
+
+
+def annotate(resources: dict[str, float]) -> Any:
+    """Dask annotations for a task that needs ``resources`` (e.g. ``{"gpu": 1}``)."""
+    if not resources:
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.annotate(resources=resources)
+
+
+def save_profile(
+    profile: Profile, state: Path, job: str, flow_run_id: str, tracker: Any, parent: str
+) -> None:
+    """Keep the fully resolved profile with the run: state folder and MLflow parent run."""
+    resolved = profile.resolved()
+    folder = state / "runs" / job / "profiles"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{flow_run_id or int(time.time())}.json"
+    (folder / name).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+    tracker.client.log_dict(parent, resolved, "profile.json")
+
+
+def end_with_worker() -> None:
+    """Under a worker, end this flow run when the worker process dies.
+
+    The worker starts each flow run as a child process; without this, a killed worker
+    leaves its flow runs going on unsupervised. A watchdog thread notices the parent is
+    gone, points stdout/stderr (pipes to the dead worker) at /dev/null so that logging
+    cannot fail, and sends this process SIGTERM, which Prefect reports as Crashed; the
+    trials are stopped and the next run of the deployment resumes through the cache.
+    """
+    if not runtime.deployment.id:
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sweepflow-worker-watch", daemon=True).start()
+
+
+def unit_results(future: Any, unit: list[TrialSpec]) -> list[tuple[TrialSpec, Any, str]]:
+    """(spec, result or None, error) of every trial of a finished task."""
+    value = future.result(raise_on_failure=False)
+    if isinstance(value, list):  # a chunk: one item per trial
+        return [(spec, item.result, item.error) for spec, item in zip(unit, value, strict=True)]
+    if isinstance(value, TrialResult):
+        return [(unit[0], value, "")]
+    error = str(value) if isinstance(value, BaseException) else "failed"
+    return [(spec, None, error) for spec in unit]
+
+
+def trials_table(job: str, rows: list[TrialOutcome]) -> None:
+    """The trial table on the flow run (shown in the Prefect UI)."""
+    table = [
+        {
+            "trial": o.index,
+            "parameters": o.label,
+            "status": o.status,
+            "seconds": round(o.duration, 3) if o.duration is not None else None,
+            "mlflow run": o.run_id,
+            **{f"metric.{k}": v for k, v in sorted(o.metrics.items())[:8]},
+        }
+        for o in rows
+    ]
+    create_table_artifact(table, key=f"trials-{job.lower().replace('_', '-')}"[:64])

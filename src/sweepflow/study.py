@@ -1,0 +1,222 @@
+"""The Optuna side of a search: storage, study, sampler, pruner, and crash recovery.
+
+The only module (with :mod:`sweepflow.pruning`) that imports Optuna. A study lives in
+a storage that outlives the driver: by default a journal file in the state folder
+(``.sweepflow/studies/<job>.journal``), or any Optuna storage URL (an RDB for
+clusters). Every trial records which driver process asked it, so a new driver can tell
+a trial left RUNNING by a dead one from one still being evaluated.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+
+from .errors import JobError
+from .search import SearchSpace, format_value
+
+if TYPE_CHECKING:
+    from .jobs import Optimize
+
+__all__ = [
+    "DRIVER_ATTR",
+    "INTERRUPTED_ATTR",
+    "counted",
+    "default_storage",
+    "distributions",
+    "driver_id",
+    "make_pruner",
+    "open_storage",
+    "open_study",
+    "params_text",
+    "recover_stale",
+]
+
+DRIVER_ATTR = "sweepflow:driver"  # host:pid:start of the process that asked the trial
+INTERRUPTED_ATTR = "sweepflow:interrupted"  # FAIL because its driver died: not counted
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Multivariate TPE (joint, not per-parameter, densities) is still marked experimental.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def default_storage(state: Path, study: str) -> str:
+    """The journal file of ``study`` in the state folder."""
+    return str(state / "studies" / f"{study}.journal")
+
+
+def open_storage(location: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage: a URL (``sqlite:///...``, ``postgresql://...``) or a journal
+    file path (created with its folder)."""
+    if "://" in location:
+        return optuna.storages.RDBStorage(location)
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    return optuna.storages.JournalStorage(backend)
+
+
+def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
+    """Optuna distributions of the searched dimensions."""
+    out: dict[str, BaseDistribution] = {}
+    for dim in space.dimensions:
+        if dim.kind == "categorical":
+            out[dim.key] = CategoricalDistribution(dim.choices)
+        elif dim.kind == "int":
+            out[dim.key] = IntDistribution(int(dim.low), int(dim.high), step=int(dim.step or 1))
+        else:
+            out[dim.key] = FloatDistribution(
+                float(dim.low), float(dim.high), log=dim.log, step=dim.step
+            )
+    return out
+
+
+def _sampler(settings: Optimize, space: SearchSpace, seed: int | None, where: Any):
+    samplers = optuna.samplers
+    multi = len(settings.metrics) > 1
+    if settings.sampler == "tpe":
+        return samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
+    if settings.sampler == "random":
+        return samplers.RandomSampler(seed=seed)
+    if settings.sampler == "qmc":
+        return samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
+    if settings.sampler == "cmaes":
+        if multi:
+            raise where(
+                "uses sampler: cmaes with several metrics; CMA-ES is single-objective: use tpe"
+            )
+        return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    grid: dict[str, Any] = {}
+    for dim in space.dimensions:
+        if dim.grid is None:
+            raise where(
+                f"uses sampler: grid but '{dim.key}' is continuous: give it a step "
+                f"({dim.key}={format_value(dim.low)}:{format_value(dim.high)}:STEP), a count "
+                f"(log(a:b:n)) or a list"
+            )
+        grid[dim.key] = list(dim.grid)
+    return samplers.GridSampler(grid, seed=seed)
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """The pruner called ``name`` (``none``, ``median``, ``hyperband``)."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def open_study(
+    settings: Optimize,
+    space: SearchSpace,
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    where: Callable[[str], JobError],
+) -> optuna.Study:
+    """Create the study or load it to resume.
+
+    The sampler's seed is offset by the trials already in the study, so a resumed
+    search does not ask its random start-up points again.
+
+    Raises:
+        JobError: The stored study optimises other directions, or the sampler does not
+            fit the space or the metrics.
+    """
+    if settings.pruner != "none" and len(settings.metrics) > 1:
+        raise where(f"uses pruner: {settings.pruner} with several metrics: pruning needs one")
+    directions = list(settings.directions)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        directions=directions,
+        load_if_exists=True,
+        sampler=optuna.samplers.RandomSampler(),  # replaced below, once the size is known
+        pruner=make_pruner(settings.pruner),
+    )
+    stored = [d.name.lower() for d in study.directions]
+    if stored != directions:
+        raise where(
+            f"asks to {'/'.join(directions)} but study '{name}' in its storage is set to "
+            f"{'/'.join(stored)}: name another study (optimize.study) or delete the old one"
+        )
+    seed = settings.seed
+    if seed is not None:
+        seed += len(study.get_trials(deepcopy=False))
+    study.sampler = _sampler(settings, space, seed, where)
+    return study
+
+
+def driver_id() -> str:
+    """``host:pid:start`` of this process (start time tells a reused pid apart)."""
+    import psutil
+
+    started = int(psutil.Process().create_time())
+    return f"{socket.gethostname()}:{os.getpid()}:{started}"
+
+
+def _driver_alive(driver: str) -> bool:
+    """Whether the driver process named ``host:pid:start`` is still running."""
+    import psutil
+
+    host, _, rest = driver.partition(":")
+    pid_text, _, start_text = rest.partition(":")
+    if host != socket.gethostname():
+        return False  # one driver per study: a trial from another host is stale
+    try:
+        process = psutil.Process(int(pid_text))
+        return int(process.create_time()) == int(start_text)
+    except (psutil.Error, ValueError):
+        return False
+
+
+def counted(trial: FrozenTrial) -> bool:
+    """Whether a trial counts towards ``n_trials``: finished, or failed on its own
+    (not because its driver died)."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and not trial.system_attrs.get(INTERRUPTED_ATTR)
+
+
+def params_text(trial: FrozenTrial, space: SearchSpace) -> dict[str, str]:
+    """A trial's parameters as program text: sampled values, then the fixed ones."""
+    sampled = {dim.key: format_value(trial.params[dim.key]) for dim in space.dimensions}
+    return {**sampled, **space.fixed}
+
+
+def recover_stale(
+    study: optuna.Study, cached_values: Callable[[FrozenTrial], list[float] | None]
+) -> tuple[int, int]:
+    """Settle the trials a dead driver left RUNNING.
+
+    A trial whose result is cached (it finished, the driver died before telling) is
+    told that value; the others are marked FAIL as interrupted, which does not count
+    towards ``n_trials``: their slots are asked again. Returns (told, failed).
+    """
+    told = failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        driver = trial.system_attrs.get(DRIVER_ATTR)
+        if driver and _driver_alive(str(driver)):
+            continue
+        values = cached_values(trial)
+        if values is not None:
+            study.tell(trial.number, values, skip_if_finished=True)
+            told += 1
+            continue
+        study._storage.set_trial_system_attr(trial._trial_id, INTERRUPTED_ATTR, True)
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        failed += 1
+    return told, failed
