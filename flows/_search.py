@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,8 @@ def search(
         sink.finished(outcomes[trial.number])
         stop = stop or (fail_fast and status == "failed")
 
+    # The history plot at the end needs matplotlib: import it while trials run.
+    threading.Thread(target=_import_plotting, name="sweepflow-plot-import", daemon=True).start()
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(runner)
@@ -253,6 +256,11 @@ def search(
     if stop:
         raise RuntimeError(f"the search '{job}' stopped at a failed trial (--fail-fast)")
     return summary
+
+
+def _import_plotting() -> None:
+    with contextlib.suppress(Exception):
+        import optuna.visualization.matplotlib  # noqa: F401
 
 
 def _state(name: str) -> Any:

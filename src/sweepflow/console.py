@@ -175,6 +175,10 @@ def run_in_terminal(*, debug: bool = False, needs_server: bool = False, **parame
         if api:
             updates[PREFECT_API_URL] = api
 
+    if parameters.get("job_file"):  # open MLflow while Prefect starts the flow run
+        from .tracking import default_tracking_uri, warm_up
+
+        warm_up(default_tracking_uri(Path(parameters["job_file"]).parent))
     console = Console(stderr=True)
     bar = _Bar(console)
     started = time.perf_counter()

@@ -158,4 +158,44 @@ def search_space(plan: Plan) -> SearchSpace:
             dimensions.append(dim)
     if not dimensions:
         raise job_error("nothing to search: give a range (x=0:1), log(a:b) or a list (a,b)")
-    return SearchSpace(tuple(dimensions), fixed, tuple(plan.space.add))
+    space = SearchSpace(tuple(dimensions), fixed, tuple(plan.space.add))
+    _check_settings(plan, space)
+    return space
+
+
+def _check_settings(plan: Plan, space: SearchSpace) -> None:
+    """Settings that do not fit the space or each other (before anything starts)."""
+    settings = plan.job.optimize
+    assert settings is not None
+
+    def error(message: str, key: str) -> JobError:
+        return plan.job.error(message, "optimize", key)
+
+    metrics, direction = settings.metrics, settings.direction
+    if not isinstance(direction, str) and len(direction) != len(metrics):
+        raise error(
+            f"has {len(metrics)} metric(s) but {len(direction)} directions: give one "
+            "direction per metric, or a single one for all",
+            "direction",
+        )
+    if len(set(metrics)) != len(metrics):
+        raise error("names a metric twice in optimize.metric: keep each once", "metric")
+    if settings.sampler == "cmaes" and len(metrics) > 1:
+        raise error(
+            "uses sampler: cmaes with several metrics; CMA-ES is single-objective: use tpe",
+            "sampler",
+        )
+    if settings.pruner != "none" and len(metrics) > 1:
+        raise error(
+            f"uses pruner: {settings.pruner} with several metrics: pruning needs one metric",
+            "pruner",
+        )
+    if settings.sampler == "grid":
+        for dim in space.dimensions:
+            if dim.grid is None:
+                raise error(
+                    f"uses sampler: grid but '{dim.key}' is continuous: give it a step "
+                    f"({dim.key}={format_value(dim.low)}:{format_value(dim.high)}:STEP), a "
+                    "count (log(a:b:n)) or a list of values",
+                    "sampler",
+                )

@@ -16,19 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
-from optuna.trial import FrozenTrial, TrialState
-
 from .errors import JobError
 from .search import SearchSpace, format_value
 
 if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import BaseDistribution
+    from optuna.trial import FrozenTrial
+
     from .jobs import Optimize
 
 __all__ = [
@@ -48,9 +43,17 @@ __all__ = [
 DRIVER_ATTR = "sweepflow:driver"  # host:pid:start of the process that asked the trial
 INTERRUPTED_ATTR = "sweepflow:interrupted"  # FAIL because its driver died: not counted
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-# Multivariate TPE (joint, not per-parameter, densities) is still marked experimental.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+def _optuna() -> Any:
+    """The ``optuna`` module, quiet (imported here: the core package stays light)."""
+    import optuna
+
+    if not getattr(_optuna, "done", False):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Multivariate TPE (joint densities) is still marked experimental.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        _optuna.done = True  # type: ignore[attr-defined]
+    return optuna
 
 
 def default_storage(state: Path, study: str) -> str:
@@ -61,6 +64,7 @@ def default_storage(state: Path, study: str) -> str:
 def open_storage(location: str) -> optuna.storages.BaseStorage:
     """An Optuna storage: a URL (``sqlite:///...``, ``postgresql://...``) or a journal
     file path (created with its folder)."""
+    optuna = _optuna()
     if "://" in location:
         return optuna.storages.RDBStorage(location)
     path = Path(location)
@@ -71,6 +75,12 @@ def open_storage(location: str) -> optuna.storages.BaseStorage:
 
 def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     """Optuna distributions of the searched dimensions."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
     out: dict[str, BaseDistribution] = {}
     for dim in space.dimensions:
         if dim.kind == "categorical":
@@ -84,9 +94,9 @@ def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     return out
 
 
-def _sampler(settings: Optimize, space: SearchSpace, seed: int | None, where: Any):
-    samplers = optuna.samplers
-    multi = len(settings.metrics) > 1
+def _sampler(settings: Optimize, space: SearchSpace, seed: int | None) -> Any:
+    """The job's sampler (settings already checked by ``search_space``)."""
+    samplers = _optuna().samplers
     if settings.sampler == "tpe":
         return samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
     if settings.sampler == "random":
@@ -94,25 +104,14 @@ def _sampler(settings: Optimize, space: SearchSpace, seed: int | None, where: An
     if settings.sampler == "qmc":
         return samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
     if settings.sampler == "cmaes":
-        if multi:
-            raise where(
-                "uses sampler: cmaes with several metrics; CMA-ES is single-objective: use tpe"
-            )
         return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    grid: dict[str, Any] = {}
-    for dim in space.dimensions:
-        if dim.grid is None:
-            raise where(
-                f"uses sampler: grid but '{dim.key}' is continuous: give it a step "
-                f"({dim.key}={format_value(dim.low)}:{format_value(dim.high)}:STEP), a count "
-                f"(log(a:b:n)) or a list"
-            )
-        grid[dim.key] = list(dim.grid)
+    grid = {dim.key: list(dim.grid or ()) for dim in space.dimensions}  # checked finite
     return samplers.GridSampler(grid, seed=seed)
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     """The pruner called ``name`` (``none``, ``median``, ``hyperband``)."""
+    optuna = _optuna()
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     if name == "hyperband":
@@ -133,11 +132,9 @@ def open_study(
     search does not ask its random start-up points again.
 
     Raises:
-        JobError: The stored study optimises other directions, or the sampler does not
-            fit the space or the metrics.
+        JobError: The stored study optimises other directions.
     """
-    if settings.pruner != "none" and len(settings.metrics) > 1:
-        raise where(f"uses pruner: {settings.pruner} with several metrics: pruning needs one")
+    optuna = _optuna()
     directions = list(settings.directions)
     study = optuna.create_study(
         storage=storage,
@@ -156,7 +153,7 @@ def open_study(
     seed = settings.seed
     if seed is not None:
         seed += len(study.get_trials(deepcopy=False))
-    study.sampler = _sampler(settings, space, seed, where)
+    study.sampler = _sampler(settings, space, seed)
     return study
 
 
@@ -186,6 +183,8 @@ def _driver_alive(driver: str) -> bool:
 def counted(trial: FrozenTrial) -> bool:
     """Whether a trial counts towards ``n_trials``: finished, or failed on its own
     (not because its driver died)."""
+    from optuna.trial import TrialState
+
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return trial.state == TrialState.FAIL and not trial.system_attrs.get(INTERRUPTED_ATTR)
@@ -206,6 +205,8 @@ def recover_stale(
     told that value; the others are marked FAIL as interrupted, which does not count
     towards ``n_trials``: their slots are asked again. Returns (told, failed).
     """
+    from optuna.trial import TrialState
+
     told = failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         driver = trial.system_attrs.get(DRIVER_ATTR)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
-
-import optuna
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING, Any
 
 from .errors import SweepflowError
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["best_summary", "export_trials", "plot_study", "publish_study", "trials_frame"]
 
@@ -23,6 +23,8 @@ PLOTS = ("optimization_history", "param_importances", "slice")
 
 def best_summary(study: optuna.Study, names: tuple[str, ...]) -> dict[str, Any] | None:
     """The best trial (the Pareto front for several metrics), or None if none completed."""
+    from optuna.trial import TrialState
+
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return None

@@ -8,6 +8,7 @@ or marked KILLED, so every trial ends with exactly one FINISHED run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,9 +23,36 @@ from typing import Any
 from ._bulk_mlflow import BulkStore, Finished, new_run_id
 from ._tracking_uri import default_tracking_uri, ensure_experiment, fast_commits, prepare_store
 
-__all__ = ["RunWriter", "Tracker", "default_tracking_uri", "trial_tags", "versions"]
+__all__ = ["RunWriter", "Tracker", "default_tracking_uri", "trial_tags", "versions", "warm_up"]
 
 _BATCH = 900  # below MLflow's 1,000 metrics per log_batch call
+# Opening a store (importing MLflow, checking the schema) takes seconds; warm_up does it
+# on a thread while the caller waits on something else, and Tracker waits for it here.
+_OPEN_LOCK = threading.Lock()
+
+
+def _open(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    with _OPEN_LOCK:
+        prepare_store(uri)  # create the schema before anything fans out
+        fast_commits(uri)
+        client = MlflowClient(tracking_uri=uri)
+        client._tracking_client.store  # noqa: B018 - built once, cached by MLflow per URI
+    return client
+
+
+def warm_up(uri: str) -> threading.Thread:
+    """Open the MLflow store of ``uri`` on a thread (e.g. while Prefect starts a server);
+    a :class:`Tracker` made later finds it open. Errors surface in the Tracker."""
+
+    def work() -> None:
+        with contextlib.suppress(Exception):  # the Tracker opens it again and reports it
+            _open(uri)
+
+    thread = threading.Thread(target=work, name="sweepflow-mlflow-open", daemon=True)
+    thread.start()
+    return thread
 
 
 def _pid_alive(pid: int) -> bool:
@@ -46,12 +74,8 @@ class Tracker:
     """The MLflow side of one job execution (used only in the flow's process)."""
 
     def __init__(self, uri: str, experiment: str, job: str) -> None:
-        from mlflow import MlflowClient
-
-        prepare_store(uri)  # create the schema before anything fans out
-        fast_commits(uri)
         self.uri, self.job = uri, job
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = _open(uri)
         self.experiment_id = ensure_experiment(self.client, experiment, uri)
 
     # -- parent run ------------------------------------------------------------------
