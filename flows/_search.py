@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._runtime import annotate, capacity, placement_tags, save_profile, task_runner
 from flows._runtime import trials_table as _trials_table
-from sweepflow.execute import TrialPruned, TrialResult, terminate_all
+from sweepflow.execute import TrialPruned, TrialResult, stop_orphan, terminate_all
 from sweepflow.jobs import find_job_file, load_jobs
 from sweepflow.profiles import load_profile
 from sweepflow.progress import TrialOutcome, count_outcomes, current_sink, outcome_of
@@ -109,16 +109,19 @@ def search(
     )
     names = settings.metrics
 
-    def cached_values(trial: Any) -> list[float] | None:
-        hit = (
-            None
-            if refresh
-            else cached_result(store, make_spec(trial.number, params_text(trial, space)).cache_key)
-        )
+    def stale_values(trial: Any) -> list[float] | None:
+        """A dead driver's trial: its cached values, else stop what it left running."""
+        if any(dim.key not in trial.params for dim in space.dimensions):
+            return None  # died while asking: nothing ran
+        spec = make_spec(trial.number, params_text(trial, space))
+        hit = None if refresh else cached_result(store, spec.cache_key)
         values = objective_values(hit.metrics, names) if hit else None
-        return values if isinstance(values, list) else None
+        if not isinstance(values, list):
+            stop_orphan(Path(spec.workdir))  # its slot is asked again
+            return None
+        return values
 
-    recover_stale(study, cached_values)
+    recover_stale(study, stale_values)
     before = sum(counted(t) for t in study.get_trials(deepcopy=False))
     total = n_trials or settings.n_trials or space.grid_size() or 20
     remaining = max(0, total - before)
@@ -133,7 +136,7 @@ def search(
         {
             "prefect.flow_run_id": flow_run_id,
             "sweepflow.versions": versions(),
-            "sweepflow.role": "study",
+            "sweepflow.search": "optuna",
             "optuna.study_name": name,
             "optuna.storage": location,
         },
@@ -173,7 +176,9 @@ def search(
         else:
             study._storage.set_trial_user_attr(trial._trial_id, "error", error[:2000])
             study.tell(trial.number, state=_state("FAIL"))
+        optuna_state = {"done": "COMPLETE", "cached": "COMPLETE", "pruned": "PRUNED"}
         tags = {"optuna.trial_number": str(trial.number), "optuna.study_name": name}
+        tags["optuna.state"] = optuna_state.get(status, "FAIL")
         tags |= placement_tags(result) | {"sweepflow.cached": str(status == "cached").lower()}
         writer.finish(
             trial.number,
@@ -189,7 +194,8 @@ def search(
         stop = stop or (fail_fast and status == "failed")
 
     # The history plot at the end needs matplotlib: import it while trials run.
-    threading.Thread(target=_import_plotting, name="sweepflow-plot-import", daemon=True).start()
+    plotting = threading.Thread(target=_import_plotting, name="sweepflow-plots", daemon=True)
+    plotting.start()
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(runner)
@@ -243,6 +249,7 @@ def search(
     writer.close()
     counts = count_outcomes(outcomes.values(), remaining)
     best = best_summary(study, names)
+    plotting.join()
     publish_study(study, tracker, parent, the_job.key, state, best)
     status = "FINISHED" if best else "FAILED"
     tracker.finish_parent(parent, counts, status)
@@ -260,6 +267,9 @@ def search(
 
 def _import_plotting() -> None:
     with contextlib.suppress(Exception):
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, never a window
         import optuna.visualization.matplotlib  # noqa: F401
 
 

@@ -69,6 +69,9 @@ def test_categorical_choices_and_grid_values(tmp_path: Path) -> None:
     assert n.grid == (1, 2, 3)
     assert x.grid is None and space.grid_size() is None
     assert _space(tmp_path, "act=relu,gelu n=1:3").grid_size() == 6
+    # Numbers where the text reads back unchanged (studies and plots show numbers).
+    (mixed,) = _space(tmp_path, "v=1,0.5,1e-3,007,auto").dimensions
+    assert mixed.choices == (1, 0.5, "1e-3", "007", "auto")
 
 
 def test_fixed_values_come_from_space_add_and_overrides(tmp_path: Path) -> None:

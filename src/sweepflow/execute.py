@@ -28,7 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from ._run import unflatten
 from .errors import SweepflowError
 
-__all__ = ["TrialFailed", "TrialPruned", "TrialResult", "TrialSpec", "execute", "terminate_all"]
+__all__ = [
+    "TrialFailed",
+    "TrialPruned",
+    "TrialResult",
+    "TrialSpec",
+    "execute",
+    "stop_orphan",
+    "terminate_all",
+]
 
 LogFn = Callable[[str], None]
 # Where a trial ran, recorded with its result and as MLflow tags: the SLURM job and node
@@ -208,7 +216,7 @@ def _run_process(spec: TrialSpec, argv: list[str], cwd: Path, log: LogFn | None)
     return returncode
 
 
-def _stop_orphan(workdir: Path) -> None:
+def stop_orphan(workdir: Path) -> None:
     """Stop the process group a killed sweep left running in this folder, if any."""
     pid_file = workdir / "pid"
     try:
@@ -315,7 +323,7 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
     """
     workdir = Path(spec.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _stop_orphan(workdir)
+    stop_orphan(workdir)
     (workdir / "report.jsonl").unlink(missing_ok=True)
     started = time.time()
     returncode, value, metrics = None, None, {}

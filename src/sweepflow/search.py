@@ -44,7 +44,8 @@ class Dimension:
         low, high: Bounds (inclusive) of a range.
         step: The step of a stepped range, or None (continuous float).
         log: Log-uniform.
-        choices: The values of a categorical dimension (text, as swept).
+        choices: The values of a categorical dimension: numbers where the text reads
+            back unchanged, else the text.
         grid: The values a grid search visits, numbers for ranges (None: continuous).
     """
 
@@ -54,13 +55,13 @@ class Dimension:
     high: float | int | None = None
     step: float | int | None = None
     log: bool = False
-    choices: tuple[str, ...] = ()
-    grid: tuple[str, ...] | tuple[float, ...] | tuple[int, ...] | None = None
+    choices: tuple[str | int | float, ...] = ()
+    grid: tuple[str | int | float, ...] | None = None
 
     def describe(self) -> str:
         """``lr: float in [1e-05, 0.1], log``."""
         if self.kind == "categorical":
-            return f"{self.key}: one of {', '.join(self.choices)}"
+            return f"{self.key}: one of {', '.join(map(format_value, self.choices))}"
         extra = ", log" if self.log else f", step {format_value(self.step)}" if self.step else ""
         low, high = format_value(self.low), format_value(self.high)
         return f"{self.key}: {self.kind} in [{low}, {high}]{extra}"
@@ -132,7 +133,25 @@ def _dimension(job_error, param: Param) -> Dimension | str:
         return values[0]
     if len(set(values)) != len(values):
         raise job_error(f"'{key}' lists a value twice ({', '.join(values)}): keep each once")
-    return Dimension(key, "categorical", choices=values, grid=values)
+    typed = tuple(_typed(v) for v in values)
+    return Dimension(key, "categorical", choices=typed, grid=typed)
+
+
+def _typed(text: str) -> str | int | float:
+    """A categorical choice as a number when it reads back as exactly the same text
+    (``3``, ``0.1``), so studies and plots show numbers; otherwise the text.
+
+    >>> _typed("3"), _typed("0.1"), _typed("1e-3"), _typed("007"), _typed("relu")
+    (3, 0.1, '1e-3', '007', 'relu')
+    """
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if format_value(value) == text:
+            return value
+    return text
 
 
 def search_space(plan: Plan) -> SearchSpace:

@@ -106,7 +106,16 @@ def _sampler(settings: Optimize, space: SearchSpace, seed: int | None) -> Any:
     if settings.sampler == "cmaes":
         return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     grid = {dim.key: list(dim.grid or ()) for dim in space.dimensions}  # checked finite
-    return samplers.GridSampler(grid, seed=seed)
+
+    class AskTellGrid(samplers.GridSampler):
+        """Optuna's grid sampler, minus its ``study.stop()`` once the grid is done,
+        which only works inside ``study.optimize``: the search stops at ``n_trials``
+        (the grid's size by default)."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            pass
+
+    return AskTellGrid(grid, seed=seed)
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:

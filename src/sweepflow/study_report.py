@@ -8,6 +8,7 @@ matplotlib visualisation, so they read like Optuna's own.
 from __future__ import annotations
 
 import base64
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +71,9 @@ def _figure(study: optuna.Study, kind: str, target: Any = None, name: str = "") 
     from optuna.visualization import matplotlib as plots
 
     kwargs = {"target": target, "target_name": name} if target else {}
-    axes = getattr(plots, f"plot_{kind}")(study, **kwargs)
+    with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+        warnings.simplefilter("ignore")
+        axes = getattr(plots, f"plot_{kind}")(study, **kwargs)
     first = axes.flat[0] if hasattr(axes, "flat") else axes  # slice: one per parameter
     return first.figure
 
