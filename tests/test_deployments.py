@@ -43,6 +43,9 @@ jobs:
     run: python slow.py
     sets:
       - all: x=1:8
+  search:
+    run: python quick.py
+    optimize: {metric: y, n_trials: 3, parallel: 1, sampler: grid, space: x=0:2}
 """
 
 QUICK = """\
@@ -257,6 +260,36 @@ def test_deployment_run_completes_with_trials_in_mlflow(scenario: Scenario) -> N
     runs = client.search_runs([experiment.experiment_id], "tags.`sweepflow.trial` != ''")
     finished = sorted(r.data.metrics["y"] for r in runs if r.info.status == "FINISHED")
     assert finished == [1.0, 4.0, 9.0, 16.0]
+
+
+def test_a_search_runs_as_a_deployment(scenario: Scenario) -> None:
+    """`sweepflow deploy` registered run-job/search; the run-job flow runs its search,
+    with the best trial and the history plot as artifacts."""
+    flow_run = scenario.wait(scenario.start_run("run-job/search"))
+    assert flow_run.state.is_completed(), flow_run.state.message
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with scenario.client() as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+        )
+        optimize = client.read_deployment_by_name("optimize/tune")
+    by_key = {a.key: a for a in artifacts}
+    assert set(by_key) == {"best-search", "trials-search"}
+    best = by_key["best-search"].data
+    assert "Best trial of `search`" in best and "| x | 0 |" in best
+    assert "data:image/png;base64," in best  # the optimisation history, inline
+    import optuna
+
+    journal = scenario.folder / ".sweepflow" / "studies" / "search.journal"
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    study = optuna.load_study(study_name="search", storage=storage)
+    assert sorted(t.params["x"] for t in study.trials) == [0, 1, 2]
+    assert study.best_value == 0
+    # The optimize flow's own deployment (prefect.yaml) takes the search's parameters.
+    assert {"n_trials", "storage"} <= set(optimize.parameter_openapi_schema["properties"])
 
 
 def test_sweepflow_run_reports_to_the_project_server(scenario: Scenario) -> None:

@@ -121,9 +121,11 @@ def _summary(console: Console, outcomes: list[TrialOutcome], limit: int = 50) ->
 
 def _best(console: Console, result: dict[str, Any]) -> None:
     """The search's outcome: the best trial, and where the study lives."""
+    from .search import format_value
+
     best = result["best"]
     values = ", ".join(f"{k} = {v:.6g}" for k, v in best["values"].items())
-    params = " ".join(f"{k}={v}" for k, v in best["params"].items())
+    params = " ".join(f"{k}={format_value(v)}" for k, v in best["params"].items())
     before = result.get("finished_before") or 0
     resumed = f" (resumed: {before} finished before)" if before else ""
     console.print(

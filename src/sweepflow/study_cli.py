@@ -47,6 +47,7 @@ def show_study(
     """Print the best trial and the trials table; export and plot when asked."""
     import optuna
 
+    from .search import format_value
     from .study import open_storage
     from .study_report import best_summary, export_trials, plot_study
 
@@ -71,7 +72,7 @@ def show_study(
     best = best_summary(study, names)
     if best:
         values = ", ".join(f"{k} = {v:.6g}" for k, v in best["values"].items())
-        params = " ".join(f"{k}={v}" for k, v in best["params"].items())
+        params = " ".join(f"{k}={format_value(v)}" for k, v in best["params"].items())
         console.print(
             f"best trial #{best['number']}: {values}  ({params})",
             style="bold",
