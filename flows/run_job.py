@@ -23,6 +23,7 @@ from flows._runtime import (
     trials_table,
     unit_results,
 )
+from sweepflow.cached import running
 from sweepflow.execute import TrialSpec, terminate_all
 from sweepflow.jobs import find_job_file, load_jobs
 from sweepflow.profiles import load_profile
@@ -64,8 +65,21 @@ def run_job(
     end_with_worker()
     jobfile = load_jobs(job_file or find_job_file())
     the_job = jobfile.job(job)
-    if the_job.optimize is not None:  # a search: the same flow runs it (and deployments)
-        from flows._search import search
+    project = jobfile.path.parent.resolve()
+    with running(state_dir(project), the_job.key):
+        if the_job.optimize is None:
+            return _sweep(
+                jobfile,
+                the_job,
+                overrides,
+                profile,
+                refresh,
+                extra,
+                max_parallel,
+                fail_fast,
+                profile_set,
+            )
+        from flows._search import search  # a search: the same flow runs it (deployments)
 
         return search(
             job,
@@ -80,6 +94,20 @@ def run_job(
             storage=storage,
             fail_fast=fail_fast,
         )
+
+
+def _sweep(
+    jobfile: Any,
+    the_job: Any,
+    overrides: list[str] | None,
+    profile: str | None,
+    refresh: bool,
+    extra: list[str] | None,
+    max_parallel: int | None,
+    fail_fast: bool,
+    profile_set: list[str] | None,
+) -> dict[str, Any]:
+    """The sweep of ``the_job``: every trial, cached ones told without a task run."""
     plan = the_job.plan(overrides or [])
     project = jobfile.path.parent.resolve()
     state = state_dir(project)
@@ -202,7 +230,7 @@ def run_job(
     summary = {"job": the_job.key, "experiment": the_job.experiment, "tracking_uri": uri}
     summary |= {"counts": counts, "trials": [vars(o) for o in rows], "parent_run": parent}
     if failed:
-        raise RuntimeError(f"{failed} of {len(specs)} trials of job '{job}' did not finish")
+        raise RuntimeError(f"{failed} of {len(specs)} trials of job '{the_job.key}' did not finish")
     return summary
 
 

@@ -173,6 +173,34 @@ def test_rerun_is_all_cache_hits(project: Path) -> None:
     assert parents[-1].info.status == "FINISHED"
 
 
+def test_fully_cached_cli_rerun_starts_nothing(project: Path, capsys) -> None:
+    """`sweepflow run` with every trial cached answers from the results: no flow run, no
+    MLflow parent run; unless a run of the job is active or was killed (then the flow
+    runs, to tidy up what it left)."""
+    make_project(project, FOUR, "train.py")
+    assert main(["run", "x"]) == 0
+    capsys.readouterr()
+    parents = len(mlflow_runs(project, "x", "parent"))
+
+    assert main(["run", "x"]) == 0
+    err = capsys.readouterr().err
+    assert "0 done, 4 cached, 0 failed" in err and "nothing to run" in err
+    assert len(mlflow_runs(project, "x", "parent")) == parents
+    assert len(executions(project)) == 4
+
+    marker = project / ".sweepflow" / "runs" / "x" / "active" / "999999999"  # a dead pid
+    marker.touch()
+    assert main(["run", "x"]) == 0
+    err = capsys.readouterr().err
+    assert "4 cached" in err and "nothing to run" not in err
+    assert len(mlflow_runs(project, "x", "parent")) == parents + 1
+    assert not marker.exists(), "the flow cleared the killed run's marker"
+    assert main(["run", "x", "a=1"]) == 0  # a subset, all cached
+    assert "0 done, 2 cached" in capsys.readouterr().err
+    assert main(["run", "x", "--refresh"]) == 0
+    assert len(executions(project)) == 8
+
+
 # -- 3. what invalidates the cache ---------------------------------------------------
 def test_cache_invalidation(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     job_file = make_project(

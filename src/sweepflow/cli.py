@@ -124,6 +124,11 @@ def run(
     from .commands import check_extra
 
     check_extra(plan.job, extra)
+    if not refresh and plan.space is None and plan.job.cache and project is not None:
+        from .console import print_cached
+
+        if print_cached(plan, list(extra), project):
+            return 0  # every trial cached: nothing to start
     from .console import run_in_terminal
 
     return run_in_terminal(

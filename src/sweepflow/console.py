@@ -141,6 +141,33 @@ def _best(console: Console, result: dict[str, Any]) -> None:
     )
 
 
+def print_cached(plan: Any, extra: list[str], project: Path) -> bool:
+    """If every trial of the sweep ``plan`` is cached, print its summary and return True
+    (no flow run, no MLflow: nothing to do); else return False."""
+    from .cached import all_cached
+    from .progress import outcome_of
+    from .settings import state_dir
+    from .trials import build_specs
+
+    started = time.perf_counter()
+    specs = build_specs(plan, project, extra)
+    results = all_cached(specs, state_dir(project), plan.job.key)
+    if results is None:
+        return False
+    console = Console(stderr=True)
+    outcomes = [outcome_of(s, "cached", r) for s, r in zip(specs, results, strict=True)]
+    _summary(console, outcomes)
+    console.print(
+        f"0 done, {len(specs)} cached, 0 failed in {time.perf_counter() - started:.1f} s: "
+        "every trial is cached, nothing to run (--refresh runs them again)",
+        style="bold green",
+    )
+    if specs:
+        folder = Path(specs[0].workdir).parent
+        console.print(f"trial folders (logs, outputs): {folder}", markup=False, soft_wrap=True)
+    return True
+
+
 def run_in_terminal(*, debug: bool = False, needs_server: bool = False, **parameters: Any) -> int:
     """Run the run-job flow with a live bar; print the summary; return the exit code.
 

@@ -327,8 +327,19 @@ def _override(compiled: CompiledSet, tokens: list, keys: set[str]) -> CompiledSe
         own = token.keys if isinstance(token, Pipe) else (token.key,)
         return not keys.intersection(own)
 
+    # An override takes the place of the each token it replaces (so a trial's argv, and
+    # with it its cache key, is the one the job alone gives); new keys go last.
+    by_key = {k: t for t in tokens for k in (t.keys if isinstance(t, Pipe) else (t.key,))}
+    each: list = []
+    for token in compiled.each:
+        own = token.keys if isinstance(token, Pipe) else (token.key,)
+        if kept(token):
+            each.append(token)
+        else:
+            each.extend(by_key[k] for k in own if by_key[k] not in each)
+    each += [t for t in tokens if t not in each]
     return CompiledSet(
-        each=[t for t in compiled.each if kept(t)] + tokens,
+        each=each,
         zipped=[p for p in compiled.zipped if kept(p)],
         all=[p for p in compiled.all if kept(p)],
         add=[a for a in compiled.add if _add_key(a) not in keys],

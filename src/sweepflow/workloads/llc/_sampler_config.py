@@ -1,7 +1,7 @@
 """Sampler configuration: SGLD (written here) and HMC, NUTS, MCLMC (blackjax), frozen.
 
 Every sampler runs ``chains`` chains from ``w*`` under the localised tempered posterior
-``p(w) ∝ exp(-n β L_n(w) - γ/2 |w - w*|²)``, discards ``burn_in`` steps, then keeps
+``p(w) ∝ exp(-n β L_n(w) - gamma/2 |w - w*|²)``, discards ``burn_in`` steps, then keeps
 ``draws`` draws, one every ``thin`` steps.
 """
 
@@ -31,7 +31,9 @@ class _Sampler(BaseModel):
     )
     thin: int = Field(1, gt=0, description="Sampler steps between two draws.")
     seed: int = Field(0, description="Seed of the chains' PRNG keys.")
-    gamma: float = Field(100.0, ge=0, description="Localisation strength γ of the prior around w*.")
+    gamma: float = Field(
+        100.0, ge=0, description="Localisation strength gamma of the prior around w*."
+    )
     beta: float | None = Field(None, gt=0, description="Inverse temperature β (null: 1 / log n).")
     escape: float | None = Field(
         None,
@@ -44,7 +46,7 @@ class _Sampler(BaseModel):
 class SGLDConfig(_Sampler):
     """Stochastic gradient Langevin dynamics with minibatches drawn with replacement.
 
-    One step: ``w <- w - ε/2 G (n β ∇L_batch(w) + γ (w - w*)) + N(0, ε G)`` with ``G = 1``,
+    One step: ``w <- w - ε/2 G (n β ∇L_batch(w) + gamma (w - w*)) + N(0, ε G)`` with ``G = 1``,
     or ``G = 1 / (sqrt(V) + rmsprop_eps)`` where ``V`` is the RMSProp average of
     ``∇L_batch²`` (the loss gradient only, not the localisation term) when
     ``precondition: rmsprop``.
@@ -75,6 +77,13 @@ class HMCConfig(_Sampler):
     kind: Literal["hmc"] = Field("hmc", description="Sampler.")
     burn_in: int = Field(500, ge=10, description="Window-adaptation steps (discarded).")
     integration_steps: int = Field(16, gt=0, description="Leapfrog steps per transition.")
+    jitter: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="After warm-up each transition's step size is the adapted one times "
+        "U(1 - jitter, 1 + jitter), so that no fixed trajectory length resonates.",
+    )
     target_acceptance: float = Field(
         0.8, gt=0, lt=1, description="Acceptance rate the step size is adapted to."
     )

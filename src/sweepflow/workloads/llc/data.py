@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._config import QuadraticModel, TargetConfig
+from ._programs import compiled
 from .models import apply, init_params
 
 if TYPE_CHECKING:
@@ -22,24 +23,30 @@ def make_data(config: TargetConfig, dtype: Any) -> tuple[jax.Array, jax.Array]:
     import jax
     import jax.numpy as jnp
 
-    data = config.data
     if isinstance(config.model, QuadraticModel):
-        empty = jnp.zeros((data.n, 0), dtype)
+        empty = jnp.zeros((config.data.n, 0), dtype)
         return empty, empty
-    key_x, key_noise, key_teacher = jax.random.split(jax.random.PRNGKey(data.seed), 3)
-    x = jax.random.normal(key_x, (data.n, data.input_dim), dtype)
-    teacher = data.teacher
-    model = teacher.model or config.model
-    if teacher.kind == "zero":
-        clean = jnp.zeros_like(apply(config.model, _zero_like(config, dtype), x))
-    else:
-        params = init_params(model, data.input_dim, key_teacher, dtype)
-        clean = teacher.scale * apply(model, params, x)
-    noise = data.noise * jax.random.normal(key_noise, clean.shape, dtype)
-    return x, clean + noise
+    key = jax.random.PRNGKey(config.data.seed)
+    data = config.data.model_copy(update={"seed": 0})
+    program, _ = compiled(
+        ("data", data, config.model, str(dtype)), lambda: _generator(config, dtype), key
+    )
+    return program(key)
 
 
-def _zero_like(config: TargetConfig, dtype: Any) -> Any:
+def _generator(config: TargetConfig, dtype: Any) -> Any:
     import jax
 
-    return init_params(config.model, config.data.input_dim, jax.random.PRNGKey(0), dtype, zero=True)
+    data, teacher = config.data, config.data.teacher
+    model = teacher.model or config.model
+
+    def generate(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        key_x, key_noise, key_teacher = jax.random.split(key, 3)
+        x = jax.random.normal(key_x, (data.n, data.input_dim), dtype)
+        zero = teacher.kind == "zero"
+        params = init_params(model, data.input_dim, key_teacher, dtype, zero=zero)
+        clean = teacher.scale * apply(model, params, x)
+        noise = data.noise * jax.random.normal(key_noise, clean.shape, dtype)
+        return x, clean + noise
+
+    return generate

@@ -8,6 +8,7 @@ constant). JAX is imported inside the functions: importing this module loads non
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from ._config import DLNModel, MLPModel, ModelConfig, QuadraticModel, ToyModel
@@ -53,11 +54,8 @@ def init_params(
     sizes = layer_sizes(model, input_dim)
     bias = isinstance(model, MLPModel) and model.bias
     layers = []
-    for key_i, (fan_in, fan_out) in zip(
-        jax.random.split(key, len(sizes) - 1),
-        zip(sizes[:-1], sizes[1:], strict=True),
-        strict=True,
-    ):
+    keys = jax.random.split(key, len(sizes) - 1)
+    for key_i, (fan_in, fan_out) in zip(keys, itertools.pairwise(sizes), strict=True):
         if zero:
             w = jnp.zeros((fan_in, fan_out), dtype)
         else:

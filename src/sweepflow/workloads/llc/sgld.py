@@ -1,6 +1,6 @@
-"""SGLD for LLC estimation: chains in parallel (vmap), each a jit-compiled lax.scan.
+"""SGLD for LLC estimation: chains in parallel (vmap) inside one jit-compiled lax.scan.
 
-A step is ``w <- w - ε/2 G (nβ ∇L_B(w) + γ (w - w*)) + sqrt(ε G) ξ`` with ``ξ ~ N(0, I)``
+A step is ``w <- w - ε/2 G (nβ ∇L_B(w) + gamma (w - w*)) + sqrt(ε G) ξ`` with ``ξ ~ N(0, I)``
 and ``B`` a minibatch drawn with replacement; ``G`` is 1, or the RMSProp preconditioner
 ``1 / (sqrt(V) + eps)`` with ``V`` the running average of ``∇L_B²`` (Li et al. 2016; the
 localisation term does not enter ``V``). Chains start at ``w*``.
@@ -8,18 +8,19 @@ localisation term does not enter ``V``). Chains start at ``w*``.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from ._config import ModelConfig
+from ._programs import compiled
 from ._sampler_config import SGLDConfig
 from ._traces import ChainTraces
-from .targets import Target, check_precision
+from .targets import Target, check_precision, target_loss
 
 if TYPE_CHECKING:
     import jax
 
-__all__ = ["run_sgld"]
+__all__ = ["run_sgld", "sgld_update"]
 
 
 def run_sgld(target: Target, config: SGLDConfig, nbeta: float, key: jax.Array) -> ChainTraces:
@@ -32,78 +33,121 @@ def run_sgld(target: Target, config: SGLDConfig, nbeta: float, key: jax.Array) -
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from jax.flatten_util import ravel_pytree
 
     check_precision(target)
-    w_star, unravel = ravel_pytree(target.params)
-    loss = target.loss_fn()
-    x, y, n = target.x, target.y, target.n
-    batch = config.batch_size
-    every = config.eval_every or config.draws
-    groups = math.ceil(config.draws / every)
-    rmsprop = config.precondition == "rmsprop"
-    eps, gamma, alpha = config.step_size, config.gamma, config.rmsprop_alpha
-
-    def batch_value_and_grad(w: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        if batch is None:
-            xb, yb = x, y
-        else:
-            idx = jax.random.randint(key, (batch,), 0, n)
-            xb, yb = x[idx], y[idx]
-        return jax.value_and_grad(lambda v: loss(unravel(v), xb, yb))(w)
-
-    def full_loss(w: jax.Array) -> jax.Array:
-        return loss(unravel(w), x, y)
-
-    def step(state: tuple[jax.Array, jax.Array], key: jax.Array) -> tuple[Any, jax.Array]:
-        w, v = state
-        key_batch, key_noise = jax.random.split(key)
-        value, grad = batch_value_and_grad(w, key_batch)
-        if rmsprop:
-            v = alpha * v + (1 - alpha) * grad * grad
-            precond = 1 / (jnp.sqrt(v) + config.rmsprop_eps)
-        else:
-            precond = 1.0
-        drift = nbeta * grad + gamma * (w - w_star)
-        noise = jax.random.normal(key_noise, w.shape, w.dtype)
-        w = w - 0.5 * eps * precond * drift + jnp.sqrt(eps * precond) * noise
-        return (w, v), value
-
-    def draw(state: Any, key: jax.Array) -> tuple[Any, jax.Array]:
-        state, values = jax.lax.scan(step, state, jax.random.split(key, config.thin))
-        return state, values[0]  # the minibatch loss at the draw's state
-
-    def group(state: Any, key: jax.Array) -> tuple[Any, jax.Array]:
-        full = full_loss(state[0]) if config.eval_every else None
-        state, values = jax.lax.scan(draw, state, jax.random.split(key, every))
-        return state, values if full is None else values.at[0].set(full)
-
-    def chain(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        key_burn, key_draws = jax.random.split(key)
-        state = (w_star, jnp.zeros_like(w_star))
-        if config.burn_in:
-            state, _ = jax.lax.scan(step, state, jax.random.split(key_burn, config.burn_in))
-        state, values = jax.lax.scan(group, state, jax.random.split(key_draws, groups))
-        return values.reshape(-1)[: config.draws], full_loss(state[0])
-
-    keys = jax.random.split(key, config.chains)
+    program_key = ("sgld", target.config.model, config.model_copy(update={"seed": 0}))
+    dtype = target.x.dtype
+    args = (
+        jax.random.split(key, config.chains),
+        target.params,
+        target.x,
+        target.y,
+        target.constants,
+        jnp.asarray(nbeta, dtype),
+    )
+    program, compile_seconds = compiled(
+        program_key, lambda: _chains(target.config.model, config), *args
+    )
     start = time.perf_counter()
-    compiled = jax.jit(jax.vmap(chain)).lower(keys).compile()
-    compile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    losses, finals = jax.block_until_ready(compiled(keys))
+    losses, finals = jax.block_until_ready(program(*args))
     wall = time.perf_counter() - start
     draws = np.arange(config.draws)
-    full = (draws % every == 0) if config.eval_every else np.zeros(config.draws, bool)
-    steps_per_chain = config.burn_in + groups * every * config.thin
+    full = (draws % config.eval_every == 0) if config.eval_every else np.zeros(config.draws, bool)
+    steps = config.burn_in + (config.draws - 1) * config.thin + 1
     return ChainTraces(
-        losses=np.asarray(losses, dtype=np.float64),
+        losses=np.asarray(losses, dtype=np.float64).T,
         full=full,
         steps=config.burn_in + draws * config.thin,
         final_losses=np.asarray(finals, dtype=np.float64),
         acceptance=None,
-        grad_evals=[steps_per_chain] * config.chains,
+        grad_evals=[steps] * config.chains,
         compile_seconds=compile_seconds,
         wall_seconds=wall,
-        tuning={"step_size": eps, "batch_size": batch if batch is not None else n},
+        tuning={
+            "step_size": config.step_size,
+            "batch_size": config.batch_size if config.batch_size is not None else target.n,
+        },
     )
+
+
+def _chains(model: ModelConfig, config: SGLDConfig) -> Any:
+    """The program: all chains advance together in one lax.scan over steps.
+
+    The chains are vmapped inside the step, so the step counter is shared: the
+    full-data loss and the trace write run under a real ``lax.cond`` only at the steps
+    that need them (a vmapped counter would turn each cond into both branches).
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    loss = target_loss(model)
+    every, thin, burn_in = config.eval_every, config.thin, config.burn_in
+    total = burn_in + (config.draws - 1) * thin + 1
+
+    def run(keys: Any, params: Any, x: Any, y: Any, constants: Any, nbeta: Any) -> Any:
+        w_star, unravel = ravel_pytree(params)
+        n = x.shape[0]
+
+        def full_loss(w: jax.Array) -> jax.Array:
+            return loss(unravel(w), x, y, constants)
+
+        def step(w: Any, v: Any, key: jax.Array) -> tuple[Any, Any, jax.Array]:
+            key_batch, key_noise = jax.random.split(key)
+            if config.batch_size is None:
+                xb, yb = x, y
+            else:
+                idx = jax.random.randint(key_batch, (config.batch_size,), 0, n)
+                xb, yb = x[idx], y[idx]
+            value, grad = jax.value_and_grad(lambda u: loss(unravel(u), xb, yb, constants))(w)
+            noise = jax.random.normal(key_noise, w.shape, w.dtype)
+            w, v = sgld_update(w, v, grad, noise, w_star, nbeta, config)
+            return w, v, value
+
+        def body(carry: Any, i: jax.Array) -> tuple[Any, None]:
+            w, v, trace = carry
+            step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+            new_w, new_v, values = jax.vmap(step)(w, v, step_keys)
+            draw, offset = jnp.divmod(i - burn_in, thin)
+            is_draw = (i >= burn_in) & (offset == 0)
+            if every is not None:
+                values = jax.lax.cond(
+                    is_draw & (draw % every == 0),
+                    lambda: jax.vmap(full_loss)(w),  # at the draw's state, before the step
+                    lambda: values,
+                )
+            trace = jax.lax.cond(is_draw, lambda t: t.at[draw].set(values), lambda t: t, trace)
+            return (new_w, new_v, trace), None
+
+        chains = keys.shape[0]
+        w = jnp.broadcast_to(w_star, (chains, *w_star.shape))
+        trace = jnp.zeros((config.draws, chains), w_star.dtype)
+        (w, _, trace), _ = jax.lax.scan(body, (w, jnp.zeros_like(w), trace), jnp.arange(total))
+        return trace, jax.vmap(full_loss)(w)
+
+    return run
+
+
+def sgld_update(
+    w: Any, v: Any, grad: Any, noise: Any, w_star: Any, nbeta: float, config: SGLDConfig
+) -> tuple[Any, Any]:
+    """One SGLD update from the minibatch loss gradient and standard normal noise.
+
+    Returns the new parameters and the new RMSProp average ``V`` of ``grad²`` (unchanged
+    without preconditioning). The localisation term is in the drift, never in ``V``.
+    Works on JAX and numpy arrays alike:
+
+    >>> import numpy as np
+    >>> w, v = sgld_update(np.ones(2), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2),
+    ...                    nbeta=10.0, config=SGLDConfig(step_size=0.1, gamma=2.0))
+    >>> w.tolist(), v.tolist()
+    ([0.9, 0.9], [0.0, 0.0])
+    """
+    eps = config.step_size
+    if config.precondition == "rmsprop":
+        v = config.rmsprop_alpha * v + (1 - config.rmsprop_alpha) * grad * grad
+        precond = 1 / (v**0.5 + config.rmsprop_eps)
+    else:
+        precond = 1.0
+    drift = nbeta * grad + config.gamma * (w - w_star)
+    return w - 0.5 * eps * precond * drift + (eps * precond) ** 0.5 * noise, v

@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._config import QuadraticModel, TargetConfig
+from ._config import ModelConfig, QuadraticModel, TargetConfig
 from ._errors import PrecisionMismatchError
+from ._programs import compiled
 from .data import make_data
 from .models import init_params, squared_error
 from .train import train
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     import jax
 
-__all__ = ["Target", "build_target", "check_precision", "x64_enabled"]
+__all__ = ["Target", "build_target", "check_precision", "target_loss", "x64_enabled"]
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,8 @@ class Target:
 
     def loss_fn(self) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
         """The loss ``(params, x, y) -> scalar`` whose full-data value is ``L_n``."""
-        if isinstance(self.config.model, QuadraticModel):
-            return _quadratic_loss(self.config.model.l0, **self.constants)
-        return squared_error(self.config.model)
+        loss, constants = target_loss(self.config.model), self.constants
+        return lambda params, x, y: loss(params, x, y, constants)
 
 
 def x64_enabled() -> bool:
@@ -113,13 +113,23 @@ def build_target(config: TargetConfig) -> Target:
         constants: dict[str, Any] = {}
         losses: tuple[float, ...] = ()
         if isinstance(config.model, QuadraticModel):
-            params, constants = _quadratic_setup(config.model, key_init, dtype)
+            model = config.model
+            program, _ = compiled(
+                ("quadratic", model, str(dtype)),
+                lambda: lambda key: _quadratic_setup(model, key, dtype),
+                key_init,
+            )
+            params, constants = program(key_init)
         else:
             zero = config.training.init == "zero"
-            params = init_params(config.model, config.data.input_dim, key_init, dtype, zero)
-            params, values = train(
-                squared_error(config.model), params, x, y, config.training, key_train
+            model, width = config.model, config.data.input_dim
+            program, _ = compiled(
+                ("init", model, width, str(dtype), zero),
+                lambda: lambda key: init_params(model, width, key, dtype, zero),
+                key_init,
             )
+            params = program(key_init)
+            params, values = train(config.model, params, x, y, config.training, key_train)
             losses = tuple(float(v) for v in jax.device_get(values))
         target = Target(
             config=config,
@@ -133,7 +143,9 @@ def build_target(config: TargetConfig) -> Target:
             build_seconds=0.0,
             constants=constants,
         )
-        l0 = float(jax.jit(target.loss_fn())(params, x, y))
+        loss = target_loss(config.model)
+        program, _ = compiled(("loss", config.model), lambda: loss, params, x, y, constants)
+        l0 = float(program(params, x, y, constants))
     return _replace(target, l0=l0, build_seconds=time.perf_counter() - start)
 
 
@@ -159,9 +171,19 @@ def _quadratic_setup(model: QuadraticModel, key: jax.Array, dtype: Any) -> tuple
     return {"w": center}, {"hessian": hessian, "center": center}
 
 
-def _quadratic_loss(l0: float, hessian: Any, center: Any) -> Callable[..., Any]:
-    def loss(params: Any, x: Any, y: Any) -> Any:
-        delta = params["w"] - center
-        return l0 + 0.5 * delta @ (hessian @ delta)
+def target_loss(model: ModelConfig) -> Callable[[Any, Any, Any, dict[str, Any]], Any]:
+    """The loss ``(params, x, y, constants) -> scalar`` of a model family.
 
-    return loss
+    ``constants`` are the arrays a target adds (the Hessian and minimum of a quadratic
+    target); passing them as arguments keeps compiled programs independent of them.
+    """
+    if isinstance(model, QuadraticModel):
+        l0 = model.l0
+
+        def quadratic(params: Any, x: Any, y: Any, constants: dict[str, Any]) -> Any:
+            delta = params["w"] - constants["center"]
+            return l0 + 0.5 * delta @ (constants["hessian"] @ delta)
+
+        return quadratic
+    squared = squared_error(model)
+    return lambda params, x, y, constants: squared(params, x, y)

@@ -22,8 +22,8 @@ def default_beta(n: int) -> float:
 def quadratic_llc(eigenvalues: Sequence[float], nbeta: float, gamma: float) -> float:
     """The exact finite-n estimand for ``L = L0 + ½ (w - w*)ᵀ H (w - w*)``.
 
-    Under ``p(w) ∝ exp(-nβ L(w) - γ/2 |w - w*|²)``, a Gaussian, ``nβ (E[L] - L0)`` is
-    ``½ Σ_i nβ h_i / (nβ h_i + γ)``; it tends to ``d/2`` (a regular model) as nβ grows.
+    Under ``p(w) ∝ exp(-nβ L(w) - gamma/2 |w - w*|²)``, a Gaussian, ``nβ (E[L] - L0)`` is
+    ``½ Σ_i nβ h_i / (nβ h_i + gamma)``; it tends to ``d/2`` (a regular model) as nβ grows.
 
     >>> quadratic_llc([1.0, 1.0], nbeta=100.0, gamma=0.0)
     1.0

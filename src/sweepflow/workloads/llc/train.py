@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._config import TrainingConfig
+from ._config import ModelConfig, TrainingConfig
+from ._programs import compiled
+from .models import squared_error
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import jax
 
 __all__ = ["train"]
 
 
 def train(
-    loss: Callable[[Any, jax.Array, jax.Array], jax.Array],
+    model: ModelConfig,
     params: Any,
     x: jax.Array,
     y: jax.Array,
@@ -25,33 +25,43 @@ def train(
     """Run ``config.steps`` optimiser steps from ``params``; return ``w*`` and the losses.
 
     Each step draws a minibatch of ``config.batch_size`` rows with replacement (all rows
-    when it is null). The returned losses are the minibatch losses, one per step.
+    when it is null) and minimises ``mean ½ |y - f(x)|²``. The returned losses are the
+    minibatch losses, one per step.
     """
-    import jax
     import jax.numpy as jnp
-    import optax
 
     if config.steps == 0:
         return params, jnp.zeros((0,), x.dtype)
+    program, _ = compiled(
+        ("train", model, config), lambda: _trainer(model, config), params, x, y, key
+    )
+    return program(params, x, y, key)
+
+
+def _trainer(model: ModelConfig, config: TrainingConfig) -> Any:
+    import jax
+    import optax
+
+    loss = squared_error(model)
     make = {"adam": optax.adam, "sgd": optax.sgd}[config.optimizer]
     optimizer = make(config.learning_rate)
-    n = x.shape[0]
-    batch = config.batch_size
 
-    def step(carry: tuple[Any, Any], step_key: jax.Array) -> tuple[tuple[Any, Any], jax.Array]:
-        p, state = carry
-        if batch is None:
-            xb, yb = x, y
-        else:
-            idx = jax.random.randint(step_key, (batch,), 0, n)
-            xb, yb = x[idx], y[idx]
-        value, grads = jax.value_and_grad(loss)(p, xb, yb)
-        updates, state = optimizer.update(grads, state, p)
-        return (optax.apply_updates(p, updates), state), value
+    def run(params: Any, x: jax.Array, y: jax.Array, key: jax.Array) -> tuple[Any, jax.Array]:
+        n = x.shape[0]
 
-    @jax.jit
-    def run(p: Any, keys: jax.Array) -> tuple[Any, jax.Array]:
-        (p, _), values = jax.lax.scan(step, (p, optimizer.init(p)), keys)
-        return p, values
+        def step(carry: tuple[Any, Any], step_key: jax.Array) -> tuple[Any, jax.Array]:
+            p, state = carry
+            if config.batch_size is None:
+                xb, yb = x, y
+            else:
+                idx = jax.random.randint(step_key, (config.batch_size,), 0, n)
+                xb, yb = x[idx], y[idx]
+            value, grads = jax.value_and_grad(loss)(p, xb, yb)
+            updates, state = optimizer.update(grads, state, p)
+            return (optax.apply_updates(p, updates), state), value
 
-    return run(params, jax.random.split(key, config.steps))
+        keys = jax.random.split(key, config.steps)
+        (params, _), values = jax.lax.scan(step, (params, optimizer.init(params)), keys)
+        return params, values
+
+    return run

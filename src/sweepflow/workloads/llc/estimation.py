@@ -1,0 +1,142 @@
+"""``estimate_llc``: build a target, sample it, and summarise the chains into an LLCResult.
+
+Precision: ``estimate_llc`` builds and samples inside ``jax.enable_x64(precision ==
+"float64")``, a context manager, so JAX's global setting is the same afterwards.
+:func:`sample_llc` samples an already built target and refuses (naming both settings)
+when the current ``jax_enable_x64`` differs from the one the target was built with.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ._config import TargetConfig
+from ._errors import LLCError
+from ._files import validate
+from ._sampler_config import BLACKJAX_KINDS, SamplerConfig, SGLDConfig
+from .diagnostics import ess_and_rhat
+from .estimator import default_escape, summarize_chains
+from .results import ChainResult, Diagnostics, LLCResult, Timings, Traces, package_versions
+from .targets import Target, build_target, check_precision
+from .theory import default_beta
+
+__all__ = ["estimate_llc", "sample_llc"]
+
+
+def estimate_llc(
+    target_cfg: TargetConfig | Mapping[str, Any], sampler_cfg: SamplerConfig | Mapping[str, Any]
+) -> LLCResult:
+    """Build the target, run the sampler from ``w*`` and estimate its LLC.
+
+    Args:
+        target_cfg: A :class:`TargetConfig` or a mapping that validates as one.
+        sampler_cfg: A sampler configuration (``kind: sgld | hmc | nuts | mclmc``) or a
+            mapping that validates as one.
+
+    Returns:
+        The estimate, per-chain values, traces, diagnostics, timings, the configs and
+        package versions.
+
+    Raises:
+        LLCError: On an invalid configuration, or a blackjax sampler on a float32 target.
+    """
+    import jax
+
+    start = time.perf_counter()
+    target_cfg = validate(TargetConfig, target_cfg, "target")
+    sampler_cfg = validate(SamplerConfig, sampler_cfg, "sampler")
+    if sampler_cfg.kind in BLACKJAX_KINDS and not target_cfg.x64:
+        raise LLCError(
+            f"sampler {sampler_cfg.kind} runs in float64 only, but the target has "
+            "precision float32: set precision: float64 in the target file (or use kind: sgld)"
+        )
+    with jax.enable_x64(target_cfg.x64):
+        target = build_target(target_cfg)
+        result = sample_llc(target, sampler_cfg)
+    total = time.perf_counter() - start
+    timings = result.timings.model_copy(
+        update={"build_seconds": target.build_seconds, "total_seconds": total}
+    )
+    return result.model_copy(update={"timings": timings})
+
+
+def sample_llc(target: Target, sampler_cfg: SamplerConfig | Mapping[str, Any]) -> LLCResult:
+    """Sample a built target and estimate its LLC (its build time is not counted).
+
+    Raises:
+        PrecisionMismatchError: If ``jax_enable_x64`` now differs from the target's.
+    """
+    import jax
+
+    start = time.perf_counter()
+    sampler_cfg = validate(SamplerConfig, sampler_cfg, "sampler")
+    check_precision(target)
+    n = target.n
+    beta = sampler_cfg.beta or default_beta(n)
+    nbeta = n * beta
+    key = jax.random.PRNGKey(sampler_cfg.seed)
+    if isinstance(sampler_cfg, SGLDConfig):
+        from .sgld import run_sgld
+
+        traces = run_sgld(target, sampler_cfg, nbeta, key)
+    else:
+        from .mcmc import run_mcmc
+
+        traces = run_mcmc(target, sampler_cfg, nbeta, key)
+    d = target.num_params
+    escape = sampler_cfg.escape or default_escape(d)
+    summary = summarize_chains(
+        traces.losses, traces.full, traces.final_losses, target.l0, nbeta, escape
+    )
+    healthy = [c for c in range(sampler_cfg.chains) if c not in summary.problems]
+    ess, rhat = ess_and_rhat(nbeta * (traces.losses[healthy] - target.l0))
+    chains = [
+        ChainResult(
+            name=f"chain {c}",
+            llc=float(summary.per_chain[c]),
+            divergent=c in summary.problems,
+            problem=summary.problems.get(c),
+            acceptance=None if traces.acceptance is None else traces.acceptance[c],
+            grad_evals=traces.grad_evals[c],
+        )
+        for c in range(sampler_cfg.chains)
+    ]
+    draws = sampler_cfg.chains * sampler_cfg.draws
+    return LLCResult(
+        llc=summary.mean,
+        llc_sd=summary.sd,
+        llc_per_chain=[float(v) for v in summary.per_chain],
+        target_id=target.target_id,
+        target=target.config,
+        sampler=sampler_cfg,
+        n=n,
+        num_params=d,
+        beta=beta,
+        nbeta=nbeta,
+        gamma=sampler_cfg.gamma,
+        l0=target.l0,
+        x64=target.x64,
+        chains=chains,
+        traces=Traces(
+            steps=[int(s) for s in traces.steps],
+            loss=traces.losses.tolist(),
+            full_data=[bool(f) for f in traces.full],
+            running_llc=summary.running.tolist(),
+        ),
+        diagnostics=Diagnostics(
+            ess=ess,
+            rhat=rhat,
+            divergent_chains=[f"chain {c}: {why}" for c, why in summary.problems.items()],
+            tuning={k: list(v) if isinstance(v, list) else [v] for k, v in traces.tuning.items()},
+        ),
+        timings=Timings(
+            build_seconds=0.0,
+            compile_seconds=traces.compile_seconds,
+            sampling_seconds=traces.wall_seconds,
+            total_seconds=time.perf_counter() - start,
+            draws_per_second=draws / traces.wall_seconds if traces.wall_seconds else 0.0,
+        ),
+        versions=package_versions(),
+    )
