@@ -275,6 +275,7 @@ def test_a_search_runs_as_a_deployment(scenario: Scenario) -> None:
         )
         optimize = client.read_deployment_by_name("optimize/tune")
     by_key = {a.key: a for a in artifacts}
+    scenario.runs["search_artifact"] = str(by_key["best-search"].id)
     assert set(by_key) == {"best-search", "trials-search"}
     best = by_key["best-search"].data
     assert "Best trial of `search`" in best and "| x | 0 |" in best
@@ -408,6 +409,15 @@ def test_the_uis_show_the_flow_run_and_the_experiment(scenario: Scenario, browse
     match = re.search(r"(\d+) matching runs", text)
     assert match, text[-2000:]
     assert int(match.group(1)) >= len(children) >= 4
+
+    # The search's best-trial artifact shows its history plot (an inline PNG).
+    browser.open(f"{scenario.ui_url}/artifacts/artifact/{scenario.runs['search_artifact']}")
+    browser.wait_for_text("Best trial of", timeout=90)
+    time.sleep(1)
+    images = "[...document.images].filter(i => i.src.startsWith('data:image/png'))"
+    assert browser.evaluate(f"{images}.length") >= 1
+    assert browser.evaluate(f"{images}[0].naturalWidth") > 200  # decoded, not broken
+    browser.screenshot(screenshot_dir() / "prefect-best-trial.png")
 
 
 def test_down_stops_every_process_up_started(scenario: Scenario) -> None:
