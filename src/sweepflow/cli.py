@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from .errors import JobFileError, SweepflowError, SweepSyntaxError
+from .workloads.llc.cli import llc_app
 
 __all__ = ["app", "main"]
 
@@ -391,6 +392,7 @@ def profile_list(file: FileOption = None) -> None:
 
 
 app.add_typer(profile_app, name="profile")
+app.add_typer(llc_app, name="llc")
 
 
 def _message(exc: BaseException) -> str:

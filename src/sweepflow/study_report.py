@@ -147,7 +147,7 @@ def publish_study(
 def _artifact(job: str, best: dict[str, Any], image: str) -> None:
     from prefect.artifacts import create_markdown_artifact
 
-    lines = [f"# Best trial of `{job}`: #{best['number']}", "", "| | |", "|---|---|"]
+    lines = [f"# Best trial of `{job}`: #{best['number']}", "", "| | value |", "|---|---|"]
     lines += [f"| **{k}** | {v:.6g} |" for k, v in best["values"].items()]
     lines += [f"| {k} | {v} |" for k, v in best["params"].items()]
     key = f"best-{job.lower().replace('_', '-')}"[:64]

@@ -112,27 +112,29 @@ def _hmc(config: HMCConfig | NUTSConfig, logdensity: Any, full_loss: Any, w_star
         params = {**extra, **params}
         jitter = config.jitter if isinstance(config, HMCConfig) else 0.0
 
-        def one(state: Any, key: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
+        def one(state: Any, key: jax.Array) -> tuple[Any, tuple[jax.Array, ...]]:
             key_jitter, key_step = jax.random.split(key)
             # A fixed trajectory length can resonate with a mode of a near-Gaussian
             # posterior and stop mixing it (Neal 2011, §5.4.2.2): jitter the step size.
             scale = 1.0 + jitter * jax.random.uniform(key_jitter, minval=-1.0, maxval=1.0)
             step = {**params, "step_size": params["step_size"] * scale}
             state, info = algorithm(logdensity, **step).step(key_step, state)
-            return state, (info.acceptance_rate, info.num_integration_steps)
+            return state, (info.acceptance_rate, info.num_integration_steps, info.is_divergent)
 
         def draw(state: Any, key: jax.Array) -> tuple[Any, tuple[jax.Array, ...]]:
             value = full_loss(state.position)
-            state, (accept, grads) = jax.lax.scan(one, state, jax.random.split(key, config.thin))
-            return state, (value, accept.mean(), grads.sum())
+            keys = jax.random.split(key, config.thin)
+            state, (accept, grads, divergent) = jax.lax.scan(one, state, keys)
+            return state, (value, accept.mean(), grads.sum(), divergent.sum())
 
-        state, (values, accept, grads) = jax.lax.scan(
+        state, (values, accept, grads, divergent) = jax.lax.scan(
             draw, state, jax.random.split(key_draws, config.draws)
         )
         return {
             "losses": values,
             "final": full_loss(state.position),
             "acceptance": accept.mean(),
+            "divergent_transitions": divergent.sum(),
             "grads": grads.sum() + jnp.sum(warm_info.info.num_integration_steps),
             "step_size": params["step_size"],
         }
@@ -203,7 +205,7 @@ def _traces(config: Any, out: dict[str, Any], compile_seconds: float, wall: floa
     draws = np.arange(config.draws)
     tuning = {
         key: [float(v) for v in np.asarray(out[key])]
-        for key in ("step_size", "L", "energy_var")
+        for key in ("step_size", "L", "energy_var", "divergent_transitions")
         if key in out
     }
     acceptance = out.get("acceptance")

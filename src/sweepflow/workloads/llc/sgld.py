@@ -38,7 +38,7 @@ def run_sgld(target: Target, config: SGLDConfig, nbeta: float, key: jax.Array) -
     program_key = ("sgld", target.config.model, config.model_copy(update={"seed": 0}))
     dtype = target.x.dtype
     args = (
-        jax.random.split(key, config.chains),
+        key,
         target.params,
         target.x,
         target.y,
@@ -74,8 +74,8 @@ def _chains(model: ModelConfig, config: SGLDConfig) -> Any:
     """The program: all chains advance together in one lax.scan over steps.
 
     The chains are vmapped inside the step, so the step counter is shared: the
-    full-data loss and the trace write run under a real ``lax.cond`` only at the steps
-    that need them (a vmapped counter would turn each cond into both branches).
+    full-data loss runs under a real ``lax.cond`` only at the draws that need it (a
+    vmapped counter would turn the cond into both branches at every step).
     """
     import jax
     import jax.numpy as jnp
@@ -84,30 +84,31 @@ def _chains(model: ModelConfig, config: SGLDConfig) -> Any:
     loss = target_loss(model)
     every, thin, burn_in = config.eval_every, config.thin, config.burn_in
     total = burn_in + (config.draws - 1) * thin + 1
+    chains = config.chains
 
-    def run(keys: Any, params: Any, x: Any, y: Any, constants: Any, nbeta: Any) -> Any:
+    def run(key: Any, params: Any, x: Any, y: Any, constants: Any, nbeta: Any) -> Any:
         w_star, unravel = ravel_pytree(params)
         n = x.shape[0]
 
         def full_loss(w: jax.Array) -> jax.Array:
             return loss(unravel(w), x, y, constants)
 
-        def step(w: Any, v: Any, key: jax.Array) -> tuple[Any, Any, jax.Array]:
-            key_batch, key_noise = jax.random.split(key)
-            if config.batch_size is None:
-                xb, yb = x, y
-            else:
-                idx = jax.random.randint(key_batch, (config.batch_size,), 0, n)
-                xb, yb = x[idx], y[idx]
-            value, grad = jax.value_and_grad(lambda u: loss(unravel(u), xb, yb, constants))(w)
-            noise = jax.random.normal(key_noise, w.shape, w.dtype)
-            w, v = sgld_update(w, v, grad, noise, w_star, nbeta, config)
-            return w, v, value
+        def value_and_grad(w: jax.Array, idx: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+            xb, yb = (x, y) if idx is None else (x[idx], y[idx])
+            return jax.value_and_grad(lambda u: loss(unravel(u), xb, yb, constants))(w)
 
         def body(carry: Any, i: jax.Array) -> tuple[Any, None]:
             w, v, trace = carry
-            step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
-            new_w, new_v, values = jax.vmap(step)(w, v, step_keys)
+            # One draw of indices and of noise for all chains: a vmapped generator per
+            # chain costs twice as much, and the noise is much of an SGLD step's cost.
+            key_batch, key_noise = jax.random.split(jax.random.fold_in(key, i))
+            noise = jax.random.normal(key_noise, w.shape, w.dtype)
+            if config.batch_size is None:
+                values, grads = jax.vmap(value_and_grad, (0, None))(w, None)
+            else:
+                idx = jax.random.randint(key_batch, (chains, config.batch_size), 0, n)
+                values, grads = jax.vmap(value_and_grad)(w, idx)
+            new_w, new_v = sgld_update(w, v, grads, noise, w_star, nbeta, config)
             draw, offset = jnp.divmod(i - burn_in, thin)
             is_draw = (i >= burn_in) & (offset == 0)
             if every is not None:
@@ -116,14 +117,16 @@ def _chains(model: ModelConfig, config: SGLDConfig) -> Any:
                     lambda: jax.vmap(full_loss)(w),  # at the draw's state, before the step
                     lambda: values,
                 )
-            trace = jax.lax.cond(is_draw, lambda t: t.at[draw].set(values), lambda t: t, trace)
+            # An unconditional in-place write (steps between draws go to a spare last
+            # row): a cond around it would copy the whole trace at every step.
+            row = jnp.where(is_draw, draw, config.draws)
+            trace = jax.lax.dynamic_update_index_in_dim(trace, values, row, axis=0)
             return (new_w, new_v, trace), None
 
-        chains = keys.shape[0]
         w = jnp.broadcast_to(w_star, (chains, *w_star.shape))
-        trace = jnp.zeros((config.draws, chains), w_star.dtype)
+        trace = jnp.zeros((config.draws + 1, chains), w_star.dtype)
         (w, _, trace), _ = jax.lax.scan(body, (w, jnp.zeros_like(w), trace), jnp.arange(total))
-        return trace, jax.vmap(full_loss)(w)
+        return trace[:-1], jax.vmap(full_loss)(w)
 
     return run
 

@@ -131,28 +131,21 @@ def build_target(config: TargetConfig) -> Target:
             params = program(key_init)
             params, values = train(config.model, params, x, y, config.training, key_train)
             losses = tuple(float(v) for v in jax.device_get(values))
-        target = Target(
-            config=config,
-            target_id=config.target_id,
-            x64=config.x64,
-            params=params,
-            x=x,
-            y=y,
-            l0=0.0,
-            train_losses=losses,
-            build_seconds=0.0,
-            constants=constants,
-        )
         loss = target_loss(config.model)
         program, _ = compiled(("loss", config.model), lambda: loss, params, x, y, constants)
         l0 = float(program(params, x, y, constants))
-    return _replace(target, l0=l0, build_seconds=time.perf_counter() - start)
-
-
-def _replace(target: Target, **changes: Any) -> Target:
-    from dataclasses import replace
-
-    return replace(target, **changes)
+    return Target(
+        config=config,
+        target_id=config.target_id,
+        x64=config.x64,
+        params=params,
+        x=x,
+        y=y,
+        l0=l0,
+        train_losses=losses,
+        build_seconds=time.perf_counter() - start,
+        constants=constants,
+    )
 
 
 def _quadratic_setup(model: QuadraticModel, key: jax.Array, dtype: Any) -> tuple[Any, dict]:
