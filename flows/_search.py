@@ -167,6 +167,9 @@ def search(
         values: list[float] | str | None = None
         if result is not None:
             values = objective_values(result.metrics, names)
+            if isinstance(values, str):  # logged to its MLflow run by the program itself?
+                logged = tracker.client.get_run(writer.run_id(trial.number)).data.metrics
+                values = objective_values({**logged, **result.metrics}, names)
             if isinstance(values, str):
                 status, error = "failed", values
         if status in ("done", "cached"):

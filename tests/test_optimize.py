@@ -363,6 +363,41 @@ def test_median_pruner_prunes_with_an_rdb_storage(project: Path, capsys) -> None
         assert (hit is not None) == (run.data.tags["optuna.state"] == "COMPLETE")
 
 
+def test_metric_logged_to_mlflow_and_cmaes(project: Path) -> None:
+    """A program may log the objective straight to its MLflow run (MLFLOW_RUN_ID);
+    the CMA-ES sampler runs under ask/tell."""
+    (project / "logs_to_mlflow.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import mlflow
+
+            params = dict(item.split("=", 1) for item in sys.argv[1:])
+            with mlflow.start_run():  # the trial's run, from MLFLOW_RUN_ID
+                mlflow.log_metric("loss", (float(params["x"]) - 1) ** 2)
+            """
+        )
+    )
+    make_project(
+        project,
+        """
+        jobs:
+          tune:
+            run: python logs_to_mlflow.py
+            optimize: {metric: loss, n_trials: 3, parallel: 1, sampler: cmaes,
+                       space: x=-5.0:5.0 y=0.0:1.0}
+        """,
+    )
+    from flows.optimize import optimize
+
+    summary = optimize(job="tune", job_file=str(project / "sweepflow.yaml"))
+    assert summary["counts"]["done"] == 3
+    study = load_study(project, "tune")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    for trial in study.trials:
+        assert trial.value == pytest.approx((trial.params["x"] - 1) ** 2, rel=1e-6)
+
+
 # -- bad input -------------------------------------------------------------------------
 def test_missing_metric_fails_the_trial_clearly(project: Path) -> None:
     make_project(
