@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .execute import TrialResult, TrialSpec
+from .tracking import _pid_alive  # the same liveness check as for stale MLflow runs
 
 __all__ = ["all_cached", "running"]
 
@@ -35,7 +36,7 @@ def running(state: Path, job: str) -> Iterator[None]:
     folder = _active(state, job)
     folder.mkdir(parents=True, exist_ok=True)
     for marker in folder.iterdir():
-        if marker.name.isdigit() and not _alive(int(marker.name)):
+        if marker.name.isdigit() and not _pid_alive(int(marker.name)):
             marker.unlink(missing_ok=True)  # this run reaps what that one left
     mine = folder / str(os.getpid())
     mine.touch()
@@ -43,16 +44,6 @@ def running(state: Path, job: str) -> Iterator[None]:
         yield
     finally:
         mine.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read(path: Path) -> TrialResult | None:
