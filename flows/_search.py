@@ -16,11 +16,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import TrialState
 from prefect import runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._runtime import annotate, capacity, placement_tags, save_profile, task_runner
-from flows._runtime import trials_table as _trials_table
+from flows._runtime import (
+    annotate,
+    capacity,
+    placement_tags,
+    save_profile,
+    task_runner,
+    trials_table,
+)
 from sweepflow.execute import TrialPruned, TrialResult, stop_orphan, terminate_all
 from sweepflow.jobs import find_job_file, load_jobs
 from sweepflow.profiles import load_profile
@@ -31,13 +38,13 @@ from sweepflow.settings import state_dir
 from sweepflow.study import (
     DRIVER_ATTR,
     counted,
-    default_storage,
     distributions,
     driver_id,
     open_storage,
     open_study,
     params_text,
     recover_stale,
+    study_location,
 )
 from sweepflow.study_report import best_summary, publish_study
 from sweepflow.tracking import RunWriter, Tracker, default_tracking_uri, trial_tags, versions
@@ -100,10 +107,7 @@ def search(
     make_spec = spec_maker(plan, project, extra)
     store = result_store(state)
     refresh = refresh or not the_job.cache
-    name = settings.study or the_job.key
-    location = storage or settings.storage or default_storage(state, name)
-    if "://" not in location:
-        location = str(Path(location).expanduser().resolve())  # workers see the same file
+    name, location = study_location(settings, the_job.key, state, storage)
     study = open_study(
         settings, space, open_storage(location), name, lambda m: the_job.error(m, "optimize")
     )
@@ -175,10 +179,10 @@ def search(
         if status in ("done", "cached"):
             study.tell(trial.number, values)
         elif status == "pruned":
-            study.tell(trial.number, state=_state("PRUNED"))
+            study.tell(trial.number, state=TrialState.PRUNED)
         else:
             study._storage.set_trial_user_attr(trial._trial_id, "error", error[:2000])
-            study.tell(trial.number, state=_state("FAIL"))
+            study.tell(trial.number, state=TrialState.FAIL)
         optuna_state = {"done": "COMPLETE", "cached": "COMPLETE", "pruned": "PRUNED"}
         tags = {"optuna.trial_number": str(trial.number), "optuna.study_name": name}
         tags["optuna.state"] = optuna_state.get(status, "FAIL")
@@ -257,7 +261,7 @@ def search(
     status = "FINISHED" if best else "FAILED"
     tracker.finish_parent(parent, counts, status)
     rows = [outcomes[k] for k in sorted(outcomes)]
-    _trials_table(the_job.key, rows)
+    trials_table(the_job.key, rows)
     summary = {"job": the_job.key, "experiment": the_job.experiment, "tracking_uri": uri}
     summary |= {"counts": counts, "trials": [vars(o) for o in rows], "parent_run": parent}
     summary |= {"study": name, "storage": location, "best": best, "finished_before": before}
@@ -274,9 +278,3 @@ def _import_plotting() -> None:
 
         matplotlib.use("Agg")  # files only, never a window
         import optuna.visualization.matplotlib  # noqa: F401
-
-
-def _state(name: str) -> Any:
-    from optuna.trial import TrialState
-
-    return TrialState[name]

@@ -30,7 +30,6 @@ __all__ = [
     "DRIVER_ATTR",
     "INTERRUPTED_ATTR",
     "counted",
-    "default_storage",
     "distributions",
     "driver_id",
     "make_pruner",
@@ -38,6 +37,7 @@ __all__ = [
     "open_study",
     "params_text",
     "recover_stale",
+    "study_location",
 ]
 
 DRIVER_ATTR = "sweepflow:driver"  # host:pid:start of the process that asked the trial
@@ -56,9 +56,15 @@ def _optuna() -> Any:
     return optuna
 
 
-def default_storage(state: Path, study: str) -> str:
-    """The journal file of ``study`` in the state folder."""
-    return str(state / "studies" / f"{study}.journal")
+def study_location(settings: Optimize, job: str, state: Path, storage: str | None = None):
+    """(study name, storage) of a search: ``storage`` (``--storage``), else the job's
+    ``storage:``, else the journal file ``<state>/studies/<study>.journal``. A journal
+    path is made absolute, so trials on other processes or hosts reach the same file."""
+    name = settings.study or job
+    location = storage or settings.storage or str(state / "studies" / f"{name}.journal")
+    if "://" not in location:
+        location = str(Path(location).expanduser().resolve())
+    return name, location
 
 
 def open_storage(location: str) -> optuna.storages.BaseStorage:

@@ -20,18 +20,15 @@ def _location(jobfile: JobFile, job: str, storage: str | None) -> tuple[str, str
     the_job = jobfile.job(job)
     if the_job.optimize is None:
         raise the_job.error("has no optimize: section, so no study: it is a sweep", "optimize")
-    name = the_job.optimize.study or the_job.key
     project = jobfile.path.parent.resolve() if jobfile.path else Path.cwd()
-    from .study import default_storage
+    from .study import study_location
 
-    location = storage or the_job.optimize.storage or default_storage(state_dir(project), name)
-    if "://" not in location:
-        location = str(Path(location).expanduser().resolve())
-        if not Path(location).is_file():
-            raise JobError(
-                f"No study '{name}' yet: {location} does not exist; run `sweepflow run {job}` "
-                "first (or pass --storage)"
-            )
+    name, location = study_location(the_job.optimize, the_job.key, state_dir(project), storage)
+    if "://" not in location and not Path(location).is_file():
+        raise JobError(
+            f"No study '{name}' yet: {location} does not exist; run `sweepflow run {job}` "
+            "first (or pass --storage)"
+        )
     return name, location
 
 
