@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "end_with_worker",
     "placement_tags",
     "save_profile",
+    "start_cluster",
     "task_runner",
     "trials_table",
     "unit_results",
@@ -72,7 +74,38 @@ def task_runner(profile: Profile, window: int, state: Path, uri: str) -> Any:
     # A worker lost with its SLURM job (scancel, preemption, walltime) is given up
     # after this long; its tasks go to another worker (adapt starts a new job).
     dask.config.set({"distributed.deploy.lost-worker-timeout": "5s"})
-    return profile.task_runner(window, state_dir=state)
+    runner = profile.task_runner(window, state_dir=state)
+    if profile.type == "dask-local" and profile.processes:  # type: ignore[attr-defined]
+        # Local workers import Prefect and the trial task while they start, rather than
+        # when the first task arrives (see start_cluster).
+        runner.cluster_kwargs.setdefault("preload", ["tasks.trials"])
+    return runner
+
+
+def start_cluster(runner: Any) -> Callable[[], None]:
+    """Start a Dask task runner's cluster on a thread; return the function that waits
+    for it (and raises what starting raised). Meanwhile the flow opens MLflow and its
+    parent run: seconds the workers spend starting and importing. Other runners start
+    nothing; their wait returns at once."""
+    if not isinstance(getattr(type(runner), "client", None), property):
+        return lambda: None
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            runner.client  # noqa: B018 - the property creates the cluster and client
+        except BaseException as exc:  # raised again in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=start, name="sweepflow-cluster-start", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    return wait
 
 
 def placement_tags(result: TrialResult | None) -> dict[str, str]:

@@ -19,6 +19,7 @@ from flows._runtime import (
     end_with_worker,
     placement_tags,
     save_profile,
+    start_cluster,
     task_runner,
     trials_table,
     unit_results,
@@ -31,7 +32,7 @@ from sweepflow.progress import TrialOutcome, count_outcomes, current_sink, outco
 from sweepflow.settings import state_dir
 from sweepflow.tracking import RunWriter, Tracker, default_tracking_uri, trial_tags, versions
 from sweepflow.trials import build_specs
-from tasks.trials import cached_result, result_store, run_chunk, run_trial
+from tasks.trials import Chunk, cached_result, result_store, run_chunk, run_trial
 
 __all__ = ["run_job"]
 
@@ -119,19 +120,33 @@ def _sweep(
     hits = (
         {} if refresh else {s.index: r for s in specs if (r := cached_result(store, s.cache_key))}
     )
+    todo = [s for s in specs if s.index not in hits]
+    window = max(1, max_parallel or capacity(chosen))
     uri = default_tracking_uri(project)
-    tracker = Tracker(uri, the_job.experiment, the_job.key)
-    tracker.reap_stale(lambda key: None if refresh else cached_result(store, key))
-    flow_run_id = str(runtime.flow_run.id or "")
-    parent = tracker.start_parent(
-        {
-            "overrides": " ".join(overrides or []),
-            "extra": " ".join(extra or []),
-            "profile": chosen.name,
-        },
-        {"prefect.flow_run_id": flow_run_id, "sweepflow.versions": versions()},
-    )
-    save_profile(chosen, state, the_job.key, flow_run_id, tracker, parent)
+    # Nothing to run (all cached): no cluster to start. Otherwise the cluster starts (its
+    # workers importing what trials need) while this process opens MLflow.
+    runner = task_runner(chosen, window, state, uri) if todo else ThreadPoolTaskRunner(1)
+    stack = contextlib.ExitStack()
+    stack.enter_context(runner)
+    cluster_ready = start_cluster(runner)
+    try:
+        tracker = Tracker(uri, the_job.experiment, the_job.key)
+        tracker.reap_stale(lambda key: None if refresh else cached_result(store, key))
+        flow_run_id = str(runtime.flow_run.id or "")
+        parent = tracker.start_parent(
+            {
+                "overrides": " ".join(overrides or []),
+                "extra": " ".join(extra or []),
+                "profile": chosen.name,
+            },
+            {"prefect.flow_run_id": flow_run_id, "sweepflow.versions": versions()},
+        )
+        save_profile(chosen, state, the_job.key, flow_run_id, tracker, parent)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            cluster_ready()
+        stack.close()
+        raise
     sink = current_sink()
     sink.start(the_job.key, len(specs), len(hits))
     outcomes: dict[int, TrialOutcome] = {}
@@ -142,18 +157,14 @@ def _sweep(
     single = run_trial.with_options(
         result_storage=state / "results", refresh_cache=refresh, retries=retries
     )
-    todo = [s for s in specs if s.index not in hits]
-    window = max(1, max_parallel or capacity(chosen))
-    # Nothing to run (all cached): no cluster to start.
-    runner = task_runner(chosen, window, state, uri) if todo else ThreadPoolTaskRunner(1)
     resources = dict(the_job.resources) if chosen.type != "local" else {}
     feed = _Feed(todo, the_job.chunk, window)
     writer = RunWriter(tracker, parent)
     prepared = 0  # MLflow runs are created ahead of submission, off the scheduling loop
 
-    def prepare_ahead() -> None:
+    def prepare_ahead(inflight: int) -> None:
         nonlocal prepared
-        end = min(len(todo), feed.position + 2 * window * feed.size())
+        end = min(len(todo), feed.position + 2 * window * feed.size(inflight))
         for spec in todo[prepared:end]:
             writer.prepare(spec.index, trial_tags(spec, flow_run_id))
         prepared = max(prepared, end)
@@ -162,13 +173,13 @@ def _sweep(
     inflight: dict[Any, list[TrialSpec]] = {}
     stop = False
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_ID": tracker.experiment_id}
-    stack = contextlib.ExitStack()
     try:
-        stack.enter_context(runner)
+        cluster_ready()
         while feed or inflight:
             while feed and len(inflight) < window and not stop:
-                prepare_ahead()
-                unit = feed.take()
+                busy = sum(len(u) for u in inflight.values())
+                prepare_ahead(busy)
+                unit = feed.take(busy)
                 ready = [
                     s.model_copy(update={"env": {**env, "MLFLOW_RUN_ID": writer.run_id(s.index)}})
                     for s in unit
@@ -177,7 +188,8 @@ def _sweep(
                     if len(unit) == 1 and not feed.fixed:
                         future = runner.submit(single, {"spec": ready[0]})
                     else:
-                        parameters = {"specs": ready, "state": str(state), "fail_fast": fail_fast}
+                        parameters = {"chunk": Chunk(ready), "state": str(state)}
+                        parameters["fail_fast"] = fail_fast
                         parameters["retries"] = retries
                         future = runner.submit(run_chunk, parameters)
                 inflight[future] = unit
@@ -209,6 +221,8 @@ def _sweep(
                 stop = stop or (fail_fast and status == "failed")
     except BaseException:
         terminate_all()
+        with contextlib.suppress(Exception):
+            cluster_ready()
         stack.close()
         for spec in [s for u in inflight.values() for s in u] + feed.rest():
             writer.kill(spec.index)
@@ -242,8 +256,8 @@ class _Feed:
     ``SHORT_TRIAL`` seconds so a task run holds about ``TASK_SECONDS`` of work: a task
     run costs ~30 ms of API calls locally and ~200 ms on Dask, a lot next to a 50 ms
     trial. A unit holds at most that much work, so the last ones end within about
-    ``TASK_SECONDS`` of each other, and no more than its share of what is left (every
-    slot gets one).
+    ``TASK_SECONDS`` of each other, and no more than a slot's share of the trials left
+    and in flight (so trivial trials make one unit per slot, not ever smaller ones).
     """
 
     SHORT_TRIAL = 1.0
@@ -261,8 +275,8 @@ class _Feed:
         """Record how long a finished trial ran."""
         self.durations.append(seconds)
 
-    def size(self) -> int:
-        """Trials in the next unit."""
+    def size(self, inflight: int = 0) -> int:
+        """Trials in the next unit, ``inflight`` trials being out in other units."""
         if self.fixed:
             return self.fixed
         if len(self.durations) < min(self.window, 4):
@@ -270,13 +284,13 @@ class _Feed:
         typical = statistics.median(self.durations[-50:])
         if typical >= self.SHORT_TRIAL:
             return 1
-        left = len(self.todo) - self.position
         by_time = math.ceil(self.TASK_SECONDS / max(typical, 1e-3))
-        return max(1, min(by_time, math.ceil(left / self.window)))
+        share = math.ceil((len(self.todo) - self.position + inflight) / self.window)
+        return max(1, min(by_time, share))
 
-    def take(self) -> list[TrialSpec]:
+    def take(self, inflight: int = 0) -> list[TrialSpec]:
         """The next unit."""
-        unit = self.todo[self.position : self.position + self.size()]
+        unit = self.todo[self.position : self.position + self.size(inflight)]
         self.position += len(unit)
         return unit
 

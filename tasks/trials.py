@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from sweepflow.execute import TrialFailed, TrialResult, TrialSpec, execute
 
 __all__ = [
+    "Chunk",
     "ChunkItem",
     "TrialCachePolicy",
     "cached_result",
@@ -53,9 +54,21 @@ class ChunkItem(BaseModel):
     error: str = ""
 
 
-@task(name="run-trials", task_run_name="{specs[0].job}[{specs[0].index}+]", cache_policy=NO_CACHE)
+class Chunk:
+    """The trials of one task run. A plain object, not a model or a list: Prefect walks
+    a task's parameters several times per submission (looking for futures), which for a
+    list of hundreds of specs cost more than running them."""
+
+    __slots__ = ("first", "job", "specs")
+
+    def __init__(self, specs: list[TrialSpec]) -> None:
+        self.specs = specs
+        self.job, self.first = specs[0].job, specs[0].index
+
+
+@task(name="run-trials", task_run_name="{chunk.job}[{chunk.first}+]", cache_policy=NO_CACHE)
 def run_chunk(
-    specs: list[TrialSpec], state: str, fail_fast: bool = False, retries: int = 0
+    chunk: Chunk, state: str, fail_fast: bool = False, retries: int = 0
 ) -> list[ChunkItem]:
     """Run short trials one after another in one task run (a task run costs ~30 ms of
     API calls); each successful trial's result is cached under its own key, as
@@ -64,7 +77,7 @@ def run_chunk(
     logger = get_run_logger()
     store = result_store(Path(state))
     items: list[ChunkItem] = []
-    for spec in specs:
+    for spec in chunk.specs:
         if fail_fast and any(item.result is None for item in items):
             items.append(ChunkItem(error="cancelled"))
             continue
