@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ._run import unflatten
 from .errors import SweepflowError
+from .warm import WarmProcess, WarmStartError, spawn
 
 __all__ = [
     "TrialFailed",
@@ -43,7 +44,7 @@ LogFn = Callable[[str], None]
 # of its Dask worker and the GPUs SLURM gave that job.
 PLACEMENT = ("SLURM_JOB_ID", "SLURMD_NODENAME", "CUDA_VISIBLE_DEVICES")
 
-_RUNNING: set[subprocess.Popen] = set()
+_RUNNING: set[subprocess.Popen | WarmProcess] = set()
 _RUNNING_LOCK = threading.Lock()
 _IMPORT_LOCK = threading.Lock()
 _LOADED: dict[str, tuple[int, int]] = {}  # module file -> (mtime_ns, size) when imported
@@ -70,6 +71,9 @@ class TrialSpec(BaseModel):
     Attributes:
         workdir: Absolute folder of the unit (``.sweepflow/runs/<job>/<digest>``).
         env: Extra environment for the program (tracking URIs, run ids, report file).
+        preload: Modules a warm interpreter imports once; the program (``python
+            script.py`` or ``python -m module``) is forked from it (see
+            :mod:`sweepflow.warm`). Empty: a new process.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -91,6 +95,7 @@ class TrialSpec(BaseModel):
     project_dir: str
     timeout: float | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    preload: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -134,7 +139,7 @@ def terminate_all() -> int:
     return len(procs)
 
 
-def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+def _kill_group(proc: subprocess.Popen | WarmProcess, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
 
@@ -172,17 +177,36 @@ def _pump(stream, sink, log: LogFn | None, prefix: str) -> None:
     stream.close()
 
 
+def _start(
+    spec: TrialSpec, argv: list[str], cwd: Path, stdout: Any, stderr: Any
+) -> subprocess.Popen | WarmProcess:
+    """Start the unit's program: forked from a warm interpreter for ``preload``, else new."""
+    env = _environment(spec, Path(spec.workdir))
+    if spec.preload:
+        return spawn(argv, spec.preload, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
+    return subprocess.Popen(  # no shell: argv items reach the program verbatim
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,  # own process group: a timeout kills its children too
+    )
+
+
 def _run_process(spec: TrialSpec, argv: list[str], cwd: Path, log: LogFn | None) -> int:
+    try:
+        return _supervise(spec, argv, cwd, log)
+    except WarmStartError as exc:
+        raise TrialFailed(f"trial {spec.label!r}: {exc} (logs: {spec.workdir})") from None
+
+
+def _supervise(spec: TrialSpec, argv: list[str], cwd: Path, log: LogFn | None) -> int:
     workdir = Path(spec.workdir)
     with (workdir / "stdout.log").open("wb") as out, (workdir / "stderr.log").open("wb") as err:
-        proc = subprocess.Popen(  # no shell: argv items reach the program verbatim
-            argv,
-            cwd=cwd,
-            env=_environment(spec, workdir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if log else out,
-            stderr=subprocess.PIPE if log else err,
-            start_new_session=True,  # own process group: a timeout kills its children too
+        proc = _start(
+            spec, argv, cwd, subprocess.PIPE if log else out, subprocess.PIPE if log else err
         )
         with _RUNNING_LOCK:
             _RUNNING.add(proc)

@@ -9,6 +9,7 @@ error, ``zip`` lists of unequal length) surface only when that job is expanded.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,6 +43,7 @@ _SET_ALIASES = {"batch": "each", "args": "all", "with": "add"}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 _JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _CRON_FIELD = re.compile(r"[\d*/,\-A-Za-z?LW#]+")
+_MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 
 def _words(value: Any) -> Any:
@@ -185,6 +187,11 @@ class Job(_Model):
     timeout: float | None = Field(None, gt=0, description="Seconds (or '10m', '1h30m').")
     cache: bool = Field(True, description="Reuse results of unchanged trials.")
     watch: tuple[str, ...] = Field((), description="Globs of files in the code fingerprint.")
+    preload: tuple[str, ...] = Field(
+        (),
+        description="Modules imported once by a warm interpreter that forks each trial "
+        "(run: python script.py jobs); a list or a string of names.",
+    )
     schedule: Schedule | None = Field(None, description="Cron schedule of the deployment.")
     optimize: Optimize | None = Field(None, description="Search the space with Optuna.")
     tags: tuple[str, ...] = Field((), description="Tags for MLflow and Prefect.")
@@ -196,10 +203,21 @@ class Job(_Model):
     _add = field_validator("add", mode="before")(_words)
     _seeds = field_validator("seeds", mode="before")(_seeds_spec)
 
-    @field_validator("watch", "tags", mode="before")
+    @field_validator("watch", "tags", "preload", mode="before")
     @classmethod
     def _string_list(cls, value: Any) -> Any:
         return value.split() if isinstance(value, str) else value
+
+    @field_validator("preload")
+    @classmethod
+    def _module_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _MODULE.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a module name: write a list ([numpy, pandas]) or "
+                    "names separated by spaces ('numpy pandas')"
+                )
+        return value
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -262,7 +280,39 @@ class Job(_Model):
         """Compile the job (and command-line overrides) into a lazy expansion plan."""
         from .expansion import Plan
 
+        self._check_preload()
         return Plan.compile(self, list(overrides))
+
+    def _check_preload(self) -> None:
+        """``preload`` needs a job whose trials are ``python script.py`` (or ``-m``)."""
+        if not self.preload or len(self.commands_given) != 1:
+            return  # off, or the missing/extra command is reported on its own
+        if self.kind != "run":
+            raise self.error(
+                f"is a {self.kind}: job; preload (warm starts) applies to run: python "
+                "script.py jobs: remove it",
+                "preload",
+            )
+        if self.per == "batch":
+            raise self.error(
+                "has preload: and per: batch; preload applies to per: trial jobs (a batch "
+                "is one Hydra --multirun command): remove one of them",
+                "preload",
+            )
+        from .warm import python_command
+
+        try:
+            argv = shlex.split(self.command)
+        except ValueError:
+            return  # an unsplittable command is reported when its argv is made
+        try:
+            python_command(argv)
+        except ValueError as exc:
+            raise self.error(
+                f"has preload: but {exc}; preload needs run: python [options] script.py "
+                "or python -m module",
+                "preload",
+            ) from None
 
     def batches(self) -> list[list[str]]:
         """Every batch: the ``each`` assignment followed by the ``all`` lists."""

@@ -57,6 +57,7 @@ def _spec(job, unit: Invocation, code: str, folder: Path, project: Path, extra: 
         workdir=str(folder / name),
         project_dir=str(project),
         timeout=job.timeout,
+        preload=job.preload,  # how the trial starts, not what it computes: not in the key
     )
 
 
