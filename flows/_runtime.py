@@ -135,8 +135,9 @@ def save_profile(
     folder = state / "runs" / job / "profiles"
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{flow_run_id or int(time.time())}.json"
-    (folder / name).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
-    tracker.client.log_dict(parent, resolved, "profile.json")
+    text = json.dumps(resolved, indent=2, default=str) + "\n"
+    (folder / name).write_text(text)
+    tracker.log_text(parent, "profile.json", text)
 
 
 def end_with_worker() -> None:

@@ -23,9 +23,11 @@ __all__ = [
     "by_hand_experiment",
     "default_tracking_uri",
     "ensure_experiment",
+    "experiment_location",
     "fast_commits",
     "local_path",
     "prepare_store",
+    "schema_head",
 ]
 
 ARTIFACT_DIR_NAME = "mlartifacts"
@@ -100,14 +102,7 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    root = artifact_root(tracking_uri)
-    location = None
-    if root is not None:
-        # The name is free text (MLflow's); its folder is a safe slug inside the root.
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "experiment"
-        folder = root / slug
-        folder.mkdir(parents=True, exist_ok=True)
-        location = folder.resolve().as_uri()
+    location = experiment_location(name, tracking_uri)
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:
@@ -116,6 +111,35 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
         if found is None:
             raise
         return found.experiment_id
+
+
+def experiment_location(name: str, tracking_uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts:
+    ``<artifact_root>/<name>`` (created); None for other stores (their default).
+
+    MLflow's own default, ``./mlruns`` relative to the working directory of whoever
+    creates the experiment, would scatter them.
+    """
+    root = artifact_root(tracking_uri)
+    if root is None:
+        return None
+    # The name is free text (MLflow's); its folder is a safe slug inside the root.
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "experiment"
+    folder = root / slug
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.resolve().as_uri()
+
+
+def schema_head() -> str | None:
+    """The Alembic revision of the installed MLflow's schema (read from the empty
+    template store, made once per user); None if it cannot be read."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(_template())) as connection:
+            return connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    except Exception:
+        return None
 
 
 def prepare_store(tracking_uri: str) -> None:

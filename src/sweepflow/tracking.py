@@ -8,6 +8,7 @@ or marked KILLED, so every trial ends with exactly one FINISHED run.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -21,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from ._bulk_mlflow import BulkStore, Finished, new_run_id
-from ._tracking_uri import default_tracking_uri, ensure_experiment, fast_commits, prepare_store
+from ._tracking_uri import (
+    default_tracking_uri,
+    ensure_experiment,
+    experiment_location,
+    fast_commits,
+    prepare_store,
+    schema_head,
+)
 
 __all__ = ["RunWriter", "Tracker", "default_tracking_uri", "trial_tags", "versions", "warm_up"]
 
@@ -29,17 +37,33 @@ _BATCH = 900  # below MLflow's 1,000 metrics per log_batch call
 # Opening a store (importing MLflow, checking the schema) takes seconds; warm_up does it
 # on a thread while the caller waits on something else, and Tracker waits for it here.
 _OPEN_LOCK = threading.Lock()
+_CLOSED_AT_EXIT: set[str] = set()
 
 
 def _open(uri: str) -> Any:
+    """MLflow's client for ``uri`` (importing MLflow: ~4 s of CPU)."""
     from mlflow import MlflowClient
 
     with _OPEN_LOCK:
         prepare_store(uri)  # create the schema before anything fans out
         fast_commits(uri)
         client = MlflowClient(tracking_uri=uri)
-        client._tracking_client.store  # noqa: B018 - built once, cached by MLflow per URI
+        engine = getattr(client._tracking_client.store, "engine", None)  # built once per URI
+        if engine is not None and uri not in _CLOSED_AT_EXIT:
+            # Closing the connections folds SQLite's write-ahead log into mlflow.db, so
+            # the file alone holds every run even when the process exits quickly.
+            _CLOSED_AT_EXIT.add(uri)
+            atexit.register(engine.dispose)
     return client
+
+
+def _direct(uri: str) -> BulkStore | None:
+    """The store of ``uri`` written without MLflow (a SQL store of the installed
+    MLflow's schema), or None (see ``_bulk_mlflow``)."""
+    with _OPEN_LOCK:
+        prepare_store(uri)
+        fast_commits(uri)
+    return BulkStore.open(uri, schema_head())
 
 
 def warm_up(uri: str) -> threading.Thread:
@@ -48,7 +72,8 @@ def warm_up(uri: str) -> threading.Thread:
 
     def work() -> None:
         with contextlib.suppress(Exception):  # the Tracker opens it again and reports it
-            _open(uri)
+            if _direct(uri) is None:
+                _open(uri)
 
     thread = threading.Thread(target=work, name="sweepflow-mlflow-open", daemon=True)
     thread.start()
@@ -75,8 +100,17 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, job: str) -> None:
         self.uri, self.job = uri, job
-        self.client = _open(uri)
-        self.experiment_id = ensure_experiment(self.client, experiment, uri)
+        self.bulk = _direct(uri)  # None: everything through MLflow's client
+        if self.bulk is not None:
+            location = experiment_location(experiment, uri)
+            self.experiment_id = self.bulk.experiment(experiment, location)
+        else:
+            self.experiment_id = ensure_experiment(self.client, experiment, uri)
+
+    @functools.cached_property
+    def client(self) -> Any:
+        """MLflow's client for the store (imports MLflow the first time)."""
+        return _open(self.uri)
 
     # -- parent run ------------------------------------------------------------------
     def start_parent(self, params: dict[str, str], tags: dict[str, str]) -> str:
@@ -90,6 +124,12 @@ class Tracker:
         }
         # Named by what was asked for ("train lr=0.1"), so runs of one job tell apart.
         name = " ".join(filter(None, (self.job, params.get("overrides"), params.get("extra"))))
+        if self.bulk is not None:
+            run_id, now = new_run_id(), int(time.time() * 1000)
+            self.bulk.create(self.experiment_id, [(run_id, name[:250], tags)], now)
+            logged = {k: str(v)[:6000] for k, v in params.items()}
+            self.bulk.finish([Finished(run_id, None, now, params=logged)])
+            return run_id
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name[:250])
         self._log(run.info.run_id, params=params)
         return run.info.run_id
@@ -97,8 +137,19 @@ class Tracker:
     def finish_parent(self, run_id: str, counts: dict[str, int], status: str) -> None:
         """Record the trial counts and close the parent run."""
         now = int(time.time() * 1000)
+        if self.bulk is not None:
+            rows = [(f"trials_{k}", float(v), 0, now) for k, v in counts.items()]
+            self.bulk.finish([Finished(run_id, status, now, metrics=rows)])
+            return
         self._log(run_id, metrics=[(f"trials_{k}", float(v), None, now) for k, v in counts.items()])
         self.client.set_terminated(run_id, status=status)
+
+    def log_text(self, run_id: str, name: str, text: str) -> None:
+        """Save ``text`` as the artifact file ``name`` of ``run_id``."""
+        if self.bulk is not None:
+            self.bulk.write_artifact(run_id, name, text)
+        else:
+            self.client.log_text(run_id, text, name)
 
     # -- trial runs ------------------------------------------------------------------
     def trial_run_tags(self, parent_id: str, tags: dict[str, str]) -> dict[str, str]:
@@ -159,7 +210,8 @@ class Tracker:
         self._log(record.run_id, params=record.params, metrics=rows, tags=record.tags)
         for path, folder in record.artifacts:
             self.client.log_artifact(record.run_id, str(path), folder)
-        self.client.set_terminated(record.run_id, status=record.status, end_time=record.end_ms)
+        if record.status is not None:
+            self.client.set_terminated(record.run_id, status=record.status, end_time=record.end_ms)
 
     def reap_stale(self, cached: Callable[[str], Any | None]) -> tuple[int, int]:
         """Close runs left RUNNING by a killed ``sweepflow run`` on this host.
@@ -167,6 +219,8 @@ class Tracker:
         A stale trial run whose result is cached is finished with that result; the others
         are marked KILLED. Returns (finished, killed).
         """
+        if self.bulk is not None:
+            return self._reap_direct(cached)
         finished = killed = 0
         host = socket.gethostname()
         parents = self.client.search_runs(
@@ -198,6 +252,32 @@ class Tracker:
                     self.client.set_terminated(child.info.run_id, status="KILLED")
                     killed += 1
             self.client.set_terminated(parent.info.run_id, status="KILLED")
+        return finished, killed
+
+    def _reap_direct(self, cached: Callable[[str], Any | None]) -> tuple[int, int]:
+        """:meth:`reap_stale` on the direct store (same rules, a few queries)."""
+        assert self.bulk is not None
+        finished = killed = 0
+        host = socket.gethostname()
+        for parent in self.bulk.running(self.experiment_id, "sweepflow.role", "parent"):
+            tags = parent.tags
+            if tags.get("sweepflow.host") != host or _pid_alive(int(tags.get("sweepflow.pid", 0))):
+                continue
+            records, lost = [], [parent.run_id]
+            for child in self.bulk.running(self.experiment_id, "mlflow.parentRunId", parent.run_id):
+                result = cached(child.tags.get("sweepflow.cache_key", ""))
+                if result is None:
+                    lost.append(child.run_id)
+                    continue
+                params = getattr(result, "params", None) or child.params
+                records.append(
+                    self.finished_record(
+                        child.run_id, Path(result.workdir), params=params, metrics=result.metrics
+                    )
+                )
+            finish_runs(self, records)
+            self.bulk.set_status(lost, "KILLED")
+            finished, killed = finished + len(records), killed + len(lost) - 1
         return finished, killed
 
     # -- helpers ---------------------------------------------------------------------
@@ -247,7 +327,7 @@ class RunWriter:
 
     def __init__(self, tracker: Tracker, parent_id: str) -> None:
         self.tracker, self.parent_id = tracker, parent_id
-        self._bulk = BulkStore.for_client(tracker.client, tracker.experiment_id)
+        self._bulk = tracker.bulk
         self._queue: queue.Queue = queue.Queue()
         self._ids: dict[int, str] = {}
         self._created: set[int] = set()
@@ -339,7 +419,7 @@ class RunWriter:
                 )
                 for i, tags in dict(creates).items()
             ]
-            self._bulk.create(rows, int(time.time() * 1000))
+            self._bulk.create(self.tracker.experiment_id, rows, int(time.time() * 1000))
             self._created_now([i for i, _ in creates])
         now = int(time.time() * 1000)
         records = []
@@ -349,13 +429,20 @@ class RunWriter:
                 records.append(self.tracker.finished_record(self._ids[i], workdir, **kwargs))
             elif what == "kill" and i in self._created:
                 records.append(Finished(self._ids[i], "KILLED", now))
-        if not records:
-            return
-        try:
-            self._bulk.finish(records)
-        except Exception:  # e.g. a program logged a param itself: the client merges
-            for record in records:
-                self.tracker.write_finished(record)
+        finish_runs(self.tracker, records)
+
+
+def finish_runs(tracker: Tracker, records: list[Finished]) -> None:
+    """Write finished runs in one transaction of the direct store; if that fails (e.g.
+    a program logged a param itself), one by one through MLflow's client, which merges."""
+    if not records:
+        return
+    assert tracker.bulk is not None
+    try:
+        tracker.bulk.finish(records)
+    except Exception:
+        for record in records:
+            tracker.write_finished(record)
 
 
 @functools.cache
