@@ -15,6 +15,7 @@ from typing import Any
 from prefect import runtime
 from prefect.artifacts import create_table_artifact
 
+from sweepflow._prestart import local_cluster_kwargs, take, worker_environment
 from sweepflow.execute import TrialResult, TrialSpec
 from sweepflow.profiles import Profile
 from sweepflow.progress import TrialOutcome
@@ -52,34 +53,34 @@ def task_runner(profile: Profile, window: int, state: Path, uri: str) -> Any:
 
     Dask workers are other processes (SLURM jobs, perhaps on other nodes): they get the
     Prefect API this flow reports to (never an ephemeral server of their own), the
-    MLflow store, and quiet logging. Paths are absolute; on a cluster the state folder
-    must be on a shared file system.
+    MLflow store, and quiet logging (``worker_environment``). Paths are absolute; on a
+    cluster the state folder must be on a shared file system. A ``dask-local`` run
+    uses the cluster ``sweepflow run`` started before the flow, when it has one.
     """
     if profile.type == "local":
         return profile.task_runner(window)
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        api_url = str(client.api_url).rstrip("/")
-    env = {
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
-        "MLFLOW_TRACKING_URI": uri,
-    }
-    worker_env = {**env, **profile.worker_env}  # type: ignore[attr-defined]
-    profile = profile.model_copy(update={"worker_env": worker_env})
+        api_url = str(client.api_url)
     import dask
 
     # A worker lost with its SLURM job (scancel, preemption, walltime) is given up
     # after this long; its tasks go to another worker (adapt starts a new job).
     dask.config.set({"distributed.deploy.lost-worker-timeout": "5s"})
-    runner = profile.task_runner(window, state_dir=state)
-    if profile.type == "dask-local" and profile.processes:  # type: ignore[attr-defined]
-        # Local workers import Prefect and the trial task while they start, rather than
-        # when the first task arrives (see start_cluster).
-        runner.cluster_kwargs.setdefault("preload", ["tasks.trials"])
-    return runner
+    if profile.type == "dask-local":
+        from prefect_dask import DaskTaskRunner
+
+        kwargs = local_cluster_kwargs(profile, api_url, uri, state)
+        adapt = profile.adapt_kwargs()  # type: ignore[attr-defined]
+        address = take(kwargs, adapt)  # the cluster `sweepflow run` started, if any
+        if address is not None:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs, adapt_kwargs=adapt
+        )
+    env = worker_environment(profile, api_url, uri)
+    return profile.model_copy(update={"worker_env": env}).task_runner(window, state_dir=state)
 
 
 def start_cluster(runner: Any) -> Callable[[], None]:

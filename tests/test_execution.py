@@ -86,3 +86,55 @@ def test_bad_profile_input_is_one_line_and_starts_nothing(
     code = main(["run", "squares", "--profile", "no-such-profile"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no-such-profile" in err[0], err
+
+
+def test_the_command_line_starts_the_dask_cluster_before_the_flow(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sweepflow run --profile dask-local`` starts the cluster while Prefect is imported
+    and the flow run created; the flow runs its trials there (it does not start a second
+    cluster), and no worker process is left when the command returns."""
+    import os
+
+    import psutil
+
+    import flows._runtime
+    from sweepflow import _prestart
+
+    _project(project)
+    taken: list[str | None] = []
+
+    def spy(kwargs: dict, adapt: dict | None) -> str | None:
+        taken.append(_prestart.take(kwargs, adapt))
+        return taken[-1]
+
+    monkeypatch.setattr(flows._runtime, "take", spy)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+
+    code = main(["run", "squares", "--profile", "dask-local", "--set", "workers=2"])
+
+    assert code == 0
+    assert len(taken) == 1 and taken[0] and taken[0].startswith("tcp://127.0.0.1:")
+    state = project / ".sweepflow" / "results"
+    from sweepflow.cached import read_result
+
+    pids = {read_result(path).metrics["pid"] for path in state.iterdir()}
+    assert len(pids) >= 1 and os.getpid() not in pids  # ran in the cluster's workers
+    left = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert not left & pids, "the cluster's worker processes outlived the command"
+    assert _prestart.take({}, None) is None  # nothing kept for a later run
+
+
+def test_a_cluster_started_with_other_settings_is_not_used(project: Path) -> None:
+    """The flow only connects to a started cluster made with exactly its arguments."""
+    from sweepflow import _prestart
+
+    kwargs = {"n_workers": 1, "threads_per_worker": 1, "processes": False}
+    _prestart.start(kwargs, None)
+    try:
+        assert _prestart.take({**kwargs, "n_workers": 2}, None) is None
+        assert _prestart.take(kwargs, {"minimum": 1, "maximum": 2}) is None
+        assert (_prestart.take(kwargs, None) or "").startswith("inproc://")
+    finally:
+        _prestart.close()
+    assert _prestart.take(kwargs, None) is None

@@ -353,4 +353,3 @@ class BulkStore:
             return
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
-

@@ -17,7 +17,7 @@ from pathlib import Path
 from .execute import TrialResult, TrialSpec
 from .tracking import _pid_alive  # the same liveness check as for stale MLflow runs
 
-__all__ = ["all_cached", "running"]
+__all__ = ["all_cached", "read_result", "running"]
 
 _RESULT_CLASS = f"{TrialResult.__module__}.{TrialResult.__qualname__}"
 
@@ -46,7 +46,7 @@ def running(state: Path, job: str) -> Iterator[None]:
         mine.unlink(missing_ok=True)
 
 
-def _read(path: Path) -> TrialResult | None:
+def read_result(path: Path) -> TrialResult | None:
     """A result file as Prefect's result store wrote it (JSON serializer), or None."""
     try:
         record = json.loads(path.read_bytes())
@@ -67,7 +67,7 @@ def all_cached(specs: list[TrialSpec], state: Path, job: str) -> list[TrialResul
     results = []
     folder = state / "results"
     for spec in specs:
-        result = _read(folder / spec.cache_key) if spec.cache_key else None
+        result = read_result(folder / spec.cache_key) if spec.cache_key else None
         if result is None or result.cache_key != spec.cache_key:
             return None
         results.append(result)

@@ -147,6 +147,7 @@ def run(
         profile=str(profile) if profile else None,
         profile_set=list(sets or []),
         needs_server=chosen.type != "local",
+        cluster=chosen if chosen.type == "dask-local" else None,
         n_trials=n_trials,
         storage=storage,
     )

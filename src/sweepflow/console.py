@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -20,6 +20,9 @@ from rich.progress import (
 from rich.table import Table
 
 from .progress import TrialOutcome, sink
+
+if TYPE_CHECKING:
+    from .profiles import Profile
 
 __all__ = ["prefect_defaults", "run_in_terminal"]
 
@@ -168,15 +171,50 @@ def print_cached(plan: Any, extra: list[str], project: Path) -> bool:
     return True
 
 
-def run_in_terminal(*, debug: bool = False, needs_server: bool = False, **parameters: Any) -> int:
+def run_in_terminal(
+    *,
+    debug: bool = False,
+    needs_server: bool = False,
+    cluster: Profile | None = None,
+    **parameters: Any,
+) -> int:
     """Run the run-job flow with a live bar; print the summary; return the exit code.
 
     ``needs_server``: tasks run in other processes (Dask workers), which must all report
     to one Prefect server: without a configured one, this project's is started (or
     reused) with ``sweepflow up``'s machinery, without worker or MLflow UI.
+    ``cluster``: a ``dask-local`` profile whose cluster starts now, while Prefect is
+    imported and the flow run created (see ``sweepflow._prestart``).
     """
     prefect_defaults(quiet=not debug)
+    if cluster is not None and parameters.get("job_file"):
+        _prestart(cluster, Path(parameters["job_file"]).parent)
+    try:
+        return _run_flow(debug=debug, needs_server=needs_server, **parameters)
+    finally:
+        from ._prestart import close
 
+        close()
+
+
+def _prestart(profile: Profile, project: Path) -> None:
+    """Start the run's ``dask-local`` cluster if the Prefect API its workers report to
+    is known without Prefect (``$PREFECT_API_URL`` or the project's running server)."""
+    from .servers import configured_api_url
+
+    api = os.environ.get("PREFECT_API_URL") or configured_api_url(project)
+    if not api:
+        return
+    from ._prestart import local_cluster_kwargs, start
+    from .settings import state_dir
+    from .tracking import default_tracking_uri
+
+    kwargs = local_cluster_kwargs(profile, api, default_tracking_uri(project), state_dir(project))
+    start(kwargs, profile.adapt_kwargs())  # type: ignore[attr-defined]
+
+
+def _run_flow(*, debug: bool, needs_server: bool, **parameters: Any) -> int:
+    """:func:`run_in_terminal` once the cluster (if any) is starting."""
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
