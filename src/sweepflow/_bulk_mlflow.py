@@ -12,7 +12,7 @@ tables as they are in the database (reflected), hundreds of runs per transaction
 It is used only when the database's schema is the installed MLflow's (its Alembic
 revision equals that of the per-user empty store MLflow made, see
 ``_tracking_uri._template``) and has every column written here; otherwise MLflow's
-client does everything. Reading (the UI, the analysis API) always goes through MLflow.
+client does everything. What users read (the UI, the analysis API) goes through MLflow.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ the functions that need a client.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from pathlib import Path
@@ -130,9 +131,10 @@ def experiment_location(name: str, tracking_uri: str) -> str | None:
     return folder.resolve().as_uri()
 
 
+@functools.cache
 def schema_head() -> str | None:
-    """The Alembic revision of the installed MLflow's schema (read from the empty
-    template store, made once per user); None if it cannot be read."""
+    """The Alembic revision of the installed MLflow's schema (read once per process from
+    the empty template store, made once per user); None if it cannot be read."""
     import sqlite3
 
     try:

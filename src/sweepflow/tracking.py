@@ -45,8 +45,7 @@ def _open(uri: str) -> Any:
     from mlflow import MlflowClient
 
     with _OPEN_LOCK:
-        prepare_store(uri)  # create the schema before anything fans out
-        fast_commits(uri)
+        _prepare(uri)
         client = MlflowClient(tracking_uri=uri)
         engine = getattr(client._tracking_client.store, "engine", None)  # built once per URI
         if engine is not None and uri not in _CLOSED_AT_EXIT:
@@ -61,9 +60,14 @@ def _direct(uri: str) -> BulkStore | None:
     """The store of ``uri`` written without MLflow (a SQL store of the installed
     MLflow's schema), or None (see ``_bulk_mlflow``)."""
     with _OPEN_LOCK:
-        prepare_store(uri)
-        fast_commits(uri)
+        _prepare(uri)
     return BulkStore.open(uri, schema_head())
+
+
+def _prepare(uri: str) -> None:
+    """Create the store's schema before anything fans out; commit without fsyncs."""
+    prepare_store(uri)
+    fast_commits(uri)
 
 
 def warm_up(uri: str) -> threading.Thread:
