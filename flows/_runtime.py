@@ -15,10 +15,10 @@ from typing import Any
 from prefect import runtime
 from prefect.artifacts import create_table_artifact
 
-from sweepflow._prestart import local_cluster_kwargs, take, worker_environment
-from sweepflow.execute import TrialResult, TrialSpec
-from sweepflow.profiles import Profile
-from sweepflow.progress import TrialOutcome
+from sweepflow.engine.progress import TrialOutcome
+from sweepflow.execution.trial import TrialResult, TrialSpec
+from sweepflow.services.cluster import local_cluster_kwargs, take, worker_environment
+from sweepflow.spec.profiles import Profile
 
 __all__ = [
     "annotate",

@@ -28,14 +28,13 @@ from flows._runtime import (
     task_runner,
     trials_table,
 )
-from sweepflow.execute import TrialPruned, TrialResult, stop_orphan, terminate_all
-from sweepflow.jobs import find_job_file, load_jobs
-from sweepflow.profiles import load_profile
-from sweepflow.progress import TrialOutcome, count_outcomes, current_sink, outcome_of
-from sweepflow.pruning import study_env
-from sweepflow.search import search_space
-from sweepflow.settings import state_dir
-from sweepflow.study import (
+from sweepflow.engine.progress import TrialOutcome, count_outcomes, current_sink, outcome_of
+from sweepflow.execution.trial import TrialPruned, TrialResult, stop_orphan, terminate_all
+from sweepflow.plan.space import search_space
+from sweepflow.plan.specs import spec_maker
+from sweepflow.search.pruning import study_env
+from sweepflow.search.report import best_summary, publish_study
+from sweepflow.search.study import (
     DRIVER_ATTR,
     counted,
     distributions,
@@ -46,9 +45,10 @@ from sweepflow.study import (
     recover_stale,
     study_location,
 )
-from sweepflow.study_report import best_summary, publish_study
-from sweepflow.tracking import RunWriter, Tracker, default_tracking_uri, trial_tags, versions
-from sweepflow.trials import spec_maker
+from sweepflow.settings import state_dir
+from sweepflow.spec.jobs import find_job_file, load_jobs
+from sweepflow.spec.profiles import load_profile
+from sweepflow.tracking.writer import RunWriter, Tracker, default_tracking_uri, trial_tags, versions
 from tasks.trials import cached_result, result_store, run_trial
 
 __all__ = ["search"]

@@ -24,14 +24,14 @@ from flows._runtime import (
     trials_table,
     unit_results,
 )
-from sweepflow.cached import running
-from sweepflow.execute import TrialSpec, terminate_all
-from sweepflow.jobs import find_job_file, load_jobs
-from sweepflow.profiles import load_profile
-from sweepflow.progress import TrialOutcome, count_outcomes, current_sink, outcome_of
+from sweepflow.cache.results import running
+from sweepflow.engine.progress import TrialOutcome, count_outcomes, current_sink, outcome_of
+from sweepflow.execution.trial import TrialSpec, terminate_all
+from sweepflow.plan.specs import build_specs
 from sweepflow.settings import state_dir
-from sweepflow.tracking import RunWriter, Tracker, default_tracking_uri, trial_tags, versions
-from sweepflow.trials import build_specs
+from sweepflow.spec.jobs import find_job_file, load_jobs
+from sweepflow.spec.profiles import load_profile
+from sweepflow.tracking.writer import RunWriter, Tracker, default_tracking_uri, trial_tags, versions
 from tasks.trials import Chunk, cached_result, result_store, run_chunk, run_trial
 
 __all__ = ["run_job"]

@@ -14,8 +14,8 @@ from prefect.results import ResultRecord, ResultRecordMetadata, ResultStore
 from prefect.serializers import JSONSerializer
 from pydantic import BaseModel
 
-from sweepflow.cached import read_result
-from sweepflow.execute import TrialFailed, TrialResult, TrialSpec, execute
+from sweepflow.cache.results import read_result
+from sweepflow.execution.trial import TrialFailed, TrialResult, TrialSpec, execute
 
 __all__ = [
     "Chunk",

@@ -75,7 +75,7 @@ SWEEPFLOW_ENV = ("SWEEPFLOW_REPORT", "SWEEPFLOW_TRIAL_DIR", "SWEEPFLOW_JOB", "SW
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One real MLflow store (SQLite, path with a space) shared by a module's tests."""
-    from sweepflow._tracking_uri import prepare_store
+    from sweepflow.tracking.uri import prepare_store
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow store') / 'mlflow.db'}"
     prepare_store(uri)

@@ -52,7 +52,7 @@ TRIALS: list[tuple[str, dict[str, str], dict[str, list[float]], str, bool]] = [
 
 
 def _create_job(client: Any, job: str, start: int, tmp: Path) -> None:
-    from sweepflow._tracking_uri import ensure_experiment
+    from sweepflow.tracking.uri import ensure_experiment
 
     experiment = ensure_experiment(client, job, client.tracking_uri)
     parent = client.create_run(
@@ -92,7 +92,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real SQLite store: two jobs, each with a parent run and its trial runs."""
     from mlflow import MlflowClient
 
-    from sweepflow._tracking_uri import prepare_store
+    from sweepflow.tracking.uri import prepare_store
 
     root = tmp_path_factory.mktemp("analysis store")
     uri = f"sqlite:///{root / 'mlflow.db'}"

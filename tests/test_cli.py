@@ -1,6 +1,6 @@
 """Tests of the ``sweepflow`` command line: dry runs, job lists, ``show``, and errors.
 
-Most tests call :func:`sweepflow.cli.main` in-process inside a temporary project; a
+Most tests call :func:`sweepflow.cli.main.main` in-process inside a temporary project; a
 few start a real ``python -m sweepflow`` to check what a user's shell would see (exit
 code, one ``error:`` line, no traceback unless ``--debug``).
 """
@@ -22,7 +22,7 @@ import yaml
 
 import sweepflow
 from sweepflow import JobError
-from sweepflow.cli import main
+from sweepflow.cli.main import main
 
 PROJECT = """
 jobs:

@@ -20,7 +20,7 @@ MODULES = sorted(
 
 
 def test_core_has_docstring_examples() -> None:
-    assert {"sweepflow.sweep", "sweepflow.hashing"} <= set(MODULES)
+    assert {"sweepflow.syntax", "sweepflow.hashing"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

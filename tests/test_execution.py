@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sweepflow.cli import main
+from sweepflow.cli.main import main
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -99,7 +99,7 @@ def test_the_command_line_starts_the_dask_cluster_before_the_flow(
     import psutil
 
     import flows._runtime
-    from sweepflow import _prestart
+    from sweepflow.services import cluster as _prestart
 
     _project(project)
     taken: list[str | None] = []
@@ -116,7 +116,7 @@ def test_the_command_line_starts_the_dask_cluster_before_the_flow(
     assert code == 0
     assert len(taken) == 1 and taken[0] and taken[0].startswith("tcp://127.0.0.1:")
     state = project / ".sweepflow" / "results"
-    from sweepflow.cached import read_result
+    from sweepflow.cache.results import read_result
 
     pids = {read_result(path).metrics["pid"] for path in state.iterdir()}
     assert len(pids) >= 1 and os.getpid() not in pids  # ran in the cluster's workers
@@ -127,7 +127,7 @@ def test_the_command_line_starts_the_dask_cluster_before_the_flow(
 
 def test_a_cluster_started_with_other_settings_is_not_used(project: Path) -> None:
     """The flow only connects to a started cluster made with exactly its arguments."""
-    from sweepflow import _prestart
+    from sweepflow.services import cluster as _prestart
 
     kwargs = {"n_workers": 1, "threads_per_worker": 1, "processes": False}
     _prestart.start(kwargs, None)

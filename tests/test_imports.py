@@ -100,7 +100,7 @@ def test_core_imports_no_heavy_library(tmp_path: Path) -> None:
 
 _PROFILES_PROBE = r"""
 import json, sys
-from sweepflow.profiles import available_profiles, load_profile
+from sweepflow.spec.profiles import available_profiles, load_profile
 
 for name in available_profiles():
     profile = load_profile(name, ["retries=1"])

@@ -16,8 +16,8 @@ import pytest
 
 import sweepflow
 from sweepflow import JobError, JobFileError, SweepSyntaxError, load_jobs
-from sweepflow.commands import invocations
-from sweepflow.jobs import find_job_file
+from sweepflow.plan.commands import invocations
+from sweepflow.spec.jobs import find_job_file
 
 
 def write(directory: Path, text: str, name: str = "sweepflow.yaml") -> Path:

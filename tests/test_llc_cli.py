@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sweepflow.cli import app, main
+from sweepflow.cli.main import app, main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "llc"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -22,7 +22,7 @@ ESTIMATE = re.compile(r"^LLC = (\S+) ± (\S+) \(sd over (\d+) of (\d+) chains\)$
 def _llc_is_registered() -> None:
     names = [group.name for group in app.registered_groups]
     assert "llc" in names, (
-        "sweepflow.cli does not register the llc commands: import llc_app from "
+        "sweepflow.cli.main does not register the llc commands: import llc_app from "
         "sweepflow.workloads.llc.cli and add app.add_typer(llc_app, name='llc')"
     )
 

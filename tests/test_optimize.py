@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from sweepflow.cli import main
+from sweepflow.cli.main import main
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -94,7 +94,7 @@ def evaluations(project: Path, event: str = "finished") -> list[dict[str, Any]]:
 def load_study(project: Path, name: str, storage: str | None = None) -> Any:
     import optuna
 
-    from sweepflow.study import open_storage
+    from sweepflow.search.study import open_storage
 
     location = storage or str(project / ".sweepflow" / "studies" / f"{name}.journal")
     return optuna.load_study(study_name=name, storage=open_storage(location))

@@ -1,6 +1,6 @@
 """Warm starts (``preload:``): ``run: python`` trials forked from a preloaded interpreter.
 
-Real processes throughout: most tests run one trial with :func:`sweepflow.execute.execute`
+Real processes throughout: most tests run one trial with :func:`sweepflow.execution.trial.execute`
 (no Prefect), one runs a sweep through the run-job flow, and the job-file errors go
 through the CLI. ``colorsys`` stands for a heavy module: no program here imports it, so
 finding it in ``sys.modules`` proves the trial was forked from the zygote.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from sweepflow.cli import main
-from sweepflow.execute import TrialFailed, TrialSpec, execute, terminate_all
-from sweepflow.jobs import load_jobs
+from sweepflow.cli.main import main
+from sweepflow.execution.trial import TrialFailed, TrialSpec, execute, terminate_all
+from sweepflow.spec.jobs import load_jobs
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 
@@ -301,7 +301,7 @@ def test_the_zygote_stops_its_trials_when_its_parent_dies(project: Path) -> None
         [
             sys.executable,
             "-c",
-            "import sys; from sweepflow.execute import *; "
+            "import sys; from sweepflow.execution.trial import *; "
             "execute(TrialSpec.model_validate_json(sys.argv[1]))",
             spec.model_dump_json(),
         ],

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweepflow.cli import main
+from sweepflow.cli.main import main
 from sweepflow.errors import ProfileError, SweepflowError
-from sweepflow.profiles import (
+from sweepflow.spec.profiles import (
     SCHEDULER_PLACEHOLDER,
     DaskLocalProfile,
     LocalProfile,

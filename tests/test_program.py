@@ -13,8 +13,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, field_validator
 
-from sweepflow.program import ConfigError, config_keys, main, parse_config
-from sweepflow.report import read_report
+from sweepflow.reporting.channel import read_report
+from sweepflow.reporting.program import ConfigError, config_keys, main, parse_config
 
 
 class Model(BaseModel):
@@ -196,14 +196,14 @@ PROGRAM = """\
     import sys
     from pathlib import Path
     from pydantic import BaseModel
-    import sweepflow.program
+    import sweepflow.reporting.program
 
 
     class Config(BaseModel):
         lr: float = 0.1
 
 
-    @sweepflow.program.main(Config)
+    @sweepflow.reporting.program.main(Config)
     def app(cfg: Config, out: Path) -> None:
         heavy = [m for m in ("mlflow", "pandas", "prefect") if m in sys.modules]
         print(f"lr={cfg.lr} out={out} heavy={heavy}")
@@ -258,7 +258,7 @@ def test_by_hand_run_lands_in_mlflow(by_hand: str) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    import sweepflow.report
+    import sweepflow.reporting.channel
 
     seen: dict[str, Any] = {}
 
@@ -266,7 +266,7 @@ def test_by_hand_run_lands_in_mlflow(by_hand: str) -> None:
     def app(cfg: Config, out: Path) -> str:
         seen["run_id"] = mlflow.active_run().info.run_id
         (out / "model.txt").write_text("weights")
-        sweepflow.report.log_metrics({"loss": 0.25}, step=3)
+        sweepflow.reporting.channel.log_metrics({"loss": 0.25}, step=3)
         return "done"
 
     assert app(["model.depth=3", "lr=0.5"]) == "done"

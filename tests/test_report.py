@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sweepflow import report as rep
-from sweepflow._tracking_uri import artifact_root, default_tracking_uri
-from sweepflow.report import (
+from sweepflow.reporting import channel as rep
+from sweepflow.reporting.channel import (
     ArtifactEntry,
     MetricPoint,
     log_artifact,
@@ -22,6 +21,7 @@ from sweepflow.report import (
     log_params,
     read_report,
 )
+from sweepflow.tracking.uri import artifact_root, default_tracking_uri
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def test_missing_artifact_is_an_error(report_file: Path, tmp_path: Path) -> None
 
 def test_reporting_under_sweepflow_imports_no_mlflow(report_file: Path) -> None:
     code = (
-        "import sys, sweepflow.report as r\n"
+        "import sys, sweepflow.reporting.channel as r\n"
         "r.log_metrics({'loss': 0.1}, step=1); r.log_params({'a': 1})\n"
         "print(sorted(m for m in ('mlflow', 'pandas', 'prefect') if m in sys.modules))\n"
     )

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import sweepflow
-from sweepflow.cli import main
+from sweepflow.cli.main import main
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from sweepflow.cli import main
+from sweepflow.cli.main import main
 from sweepflow.errors import JobError, JobFileError
-from sweepflow.jobs import load_jobs
-from sweepflow.search import search_space
+from sweepflow.plan.space import search_space
+from sweepflow.spec.jobs import load_jobs
 
 
 def _job(tmp_path: Path, space: str, **extra: str) -> Path:

@@ -27,9 +27,9 @@ import psutil
 import pytest
 
 import sweepflow
-from sweepflow import servers
-from sweepflow._tracking_uri import default_tracking_uri, ensure_experiment
-from sweepflow.cli import main
+from sweepflow.cli.main import main
+from sweepflow.services import servers
+from sweepflow.tracking.uri import default_tracking_uri, ensure_experiment
 
 pytestmark = pytest.mark.servers
 

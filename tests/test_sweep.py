@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweepflow.sweep import SweepSyntaxError, collect, expand, values
+from sweepflow.syntax import SweepSyntaxError, collect, expand, values
 
 # ---------------------------------------------------------------------------
 # values(): expression -> expected list

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .analysis import Run, RunCollection, RunLookupError, RunQueryError, runs
-from .errors import JobError, JobFileError, SweepflowError, SweepSyntaxError
-from .execute import TrialFailed, TrialPruned
-from .hashing import digest
-from .jobs import Job, JobFile, SweepSet, load_jobs
-from .program import ConfigError, main
-from .report import Report, log_artifact, log_metrics, log_params, read_report, should_prune
+from sweepflow.analysis import Run, RunCollection, RunLookupError, RunQueryError, runs
+from sweepflow.errors import JobError, JobFileError, SweepflowError, SweepSyntaxError
+from sweepflow.execution.trial import TrialFailed, TrialPruned
+from sweepflow.hashing import digest
+from sweepflow.reporting.channel import (
+    Report,
+    log_artifact,
+    log_metrics,
+    log_params,
+    read_report,
+    should_prune,
+)
+from sweepflow.reporting.program import ConfigError, main
+from sweepflow.spec.jobs import Job, JobFile, SweepSet, load_jobs
 
 try:
     __version__ = version("sweepflow")

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from ._run import Run, unflatten
-from ._tracking_uri import default_tracking_uri
-from .errors import SweepflowError
+from sweepflow.errors import SweepflowError
+from sweepflow.tracking.snapshot import Run, unflatten
+from sweepflow.tracking.uri import default_tracking_uri
 
 __all__ = ["Run", "RunCollection", "RunLookupError", "RunQueryError", "runs", "unflatten"]
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ...hashing import digest
+from sweepflow.hashing import digest
 
 __all__ = [
     "DLNModel",

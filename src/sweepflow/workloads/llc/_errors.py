@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...errors import SweepflowError
+from sweepflow.errors import SweepflowError
 
 __all__ = ["LLCError", "PrecisionMismatchError"]
 

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ..._source import Source, format_path, suggest
-from ...errors import JobFileError
+from sweepflow.errors import JobFileError
+from sweepflow.spec.source import Source, format_path, suggest
+
 from ._config import TargetConfig
 from ._errors import LLCError
 from ._sampler_config import SamplerConfig

@@ -1,0 +1,294 @@
+"""``sweepflow run`` in a terminal: the run-job flow with a live bar and a summary table."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from sweepflow.engine.progress import TrialOutcome, sink
+
+if TYPE_CHECKING:
+    from sweepflow.spec.profiles import Profile
+
+__all__ = ["prefect_defaults", "run_in_terminal"]
+
+# Defaults for a local run; an explicit environment variable always wins.
+_PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    # Trial output and failures go to files, the Prefect API and the summary table;
+    # the terminal shows the bar, not log records or tracebacks (--debug shows them).
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "CRITICAL",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+}
+
+
+def prefect_defaults(*, quiet: bool = True) -> None:
+    """Set sweepflow's Prefect defaults for this process (before Prefect is imported).
+
+    Args:
+        quiet: Keep Prefect's and MLflow's log records off the terminal.
+    """
+    for key, value in _PREFECT_DEFAULTS.items():
+        if quiet or "LOGGING" not in key:
+            os.environ.setdefault(key, value)
+
+
+class _Bar:
+    """A rich progress sink: done / cached / failed / running, elapsed and remaining."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.counts = dict.fromkeys(("done", "cached", "failed", "cancelled", "pruned"), 0)
+        self.counts["running"] = 0
+        self.outcomes: list[TrialOutcome] = []
+        self.task: Any = None
+
+    def _fields(self) -> str:
+        c = self.counts
+        text = f"done {c['done']}  cached {c['cached']}  failed {c['failed']}"
+        if c["pruned"]:
+            text += f"  pruned {c['pruned']}"
+        return text + f"  running {c['running']}"
+
+    def start(self, job: str, total: int, cached: int) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task(job, total=total, counts=self._fields())
+
+    def running(self, count: int) -> None:
+        self.counts["running"] = count
+        self.progress.update(self.task, counts=self._fields())
+
+    def finished(self, outcome: TrialOutcome) -> None:
+        self.outcomes.append(outcome)
+        self.counts[outcome.status] += 1
+        self.progress.update(self.task, advance=1, counts=self._fields())
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _summary(console: Console, outcomes: list[TrialOutcome], limit: int = 50) -> None:
+    outcomes = sorted(outcomes, key=lambda o: o.index)
+    names: list[str] = []
+    for outcome in outcomes:
+        names.extend(k for k in outcome.metrics if k not in names)
+    names = names[:4]
+    table = Table(title="trials", title_justify="left")
+    for column in ("#", "parameters", "status", "seconds", *names):
+        table.add_column(column, justify="right" if column in ("#", "seconds") else "left")
+    style = {"done": "green", "cached": "cyan", "failed": "red", "cancelled": "yellow"}
+    style["pruned"] = "magenta"
+    shown = outcomes if len(outcomes) <= limit else [o for o in outcomes if o.status == "failed"]
+    for o in shown[:limit]:
+        seconds = f"{o.duration:.2f}" if o.duration is not None else ""
+        metrics = [f"{o.metrics[n]:.6g}" if n in o.metrics else "" for n in names]
+        table.add_row(str(o.index), o.label, o.status, seconds, *metrics, style=style[o.status])
+    console.print(table)
+    for o in outcomes:
+        if o.status == "failed":
+            console.print(
+                f"trial {o.index} ({o.label}) failed: {o.error.strip()}",
+                style="red",
+                markup=False,
+                soft_wrap=True,
+            )
+            console.print(f"  logs: {Path(o.workdir) / 'stderr.log'}", markup=False, soft_wrap=True)
+
+
+def _best(console: Console, result: dict[str, Any]) -> None:
+    """The search's outcome: the best trial, and where the study lives."""
+    from sweepflow.plan.space import format_value
+
+    best = result["best"]
+    values = ", ".join(f"{k} = {v:.6g}" for k, v in best["values"].items())
+    params = " ".join(f"{k}={format_value(v)}" for k, v in best["params"].items())
+    before = result.get("finished_before") or 0
+    resumed = f" (resumed: {before} finished before)" if before else ""
+    console.print(
+        f"best trial #{best['number']}: {values}  ({params}){resumed}",
+        style="bold",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"study '{result['study']}' in {result['storage']}: see `sweepflow study {result['job']}`",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def print_cached(plan: Any, extra: list[str], project: Path) -> bool:
+    """If every trial of the sweep ``plan`` is cached, print its summary and return True
+    (no flow run, no MLflow: nothing to do); else return False."""
+    from sweepflow.cache.results import all_cached
+    from sweepflow.engine.progress import outcome_of
+    from sweepflow.plan.specs import build_specs
+    from sweepflow.settings import state_dir
+
+    started = time.perf_counter()
+    specs = build_specs(plan, project, extra)
+    results = all_cached(specs, state_dir(project), plan.job.key)
+    if results is None:
+        return False
+    console = Console(stderr=True)
+    outcomes = [outcome_of(s, "cached", r) for s, r in zip(specs, results, strict=True)]
+    _summary(console, outcomes)
+    console.print(
+        f"0 done, {len(specs)} cached, 0 failed in {time.perf_counter() - started:.1f} s: "
+        "every trial is cached, nothing to run (--refresh runs them again)",
+        style="bold green",
+    )
+    if specs:
+        folder = Path(specs[0].workdir).parent
+        console.print(f"trial folders (logs, outputs): {folder}", markup=False, soft_wrap=True)
+    return True
+
+
+def run_in_terminal(
+    *,
+    debug: bool = False,
+    needs_server: bool = False,
+    cluster: Profile | None = None,
+    **parameters: Any,
+) -> int:
+    """Run the run-job flow with a live bar; print the summary; return the exit code.
+
+    ``needs_server``: tasks run in other processes (Dask workers), which must all report
+    to one Prefect server: without a configured one, this project's is started (or
+    reused) with ``sweepflow up``'s machinery, without worker or MLflow UI.
+    ``cluster``: a ``dask-local`` profile whose cluster starts now, while Prefect is
+    imported and the flow run created (see ``sweepflow.services.cluster``).
+    """
+    prefect_defaults(quiet=not debug)
+    if cluster is not None and parameters.get("job_file"):
+        _prestart(cluster, Path(parameters["job_file"]).parent)
+    try:
+        return _run_flow(debug=debug, needs_server=needs_server, **parameters)
+    finally:
+        from sweepflow.services.cluster import close
+
+        close()
+
+
+def _prestart(profile: Profile, project: Path) -> None:
+    """Start the run's ``dask-local`` cluster if the Prefect API its workers report to
+    is known without Prefect (``$PREFECT_API_URL`` or the project's running server)."""
+    from sweepflow.services.servers import configured_api_url
+
+    api = os.environ.get("PREFECT_API_URL") or configured_api_url(project)
+    if not api:
+        return
+    from sweepflow.services.cluster import local_cluster_kwargs, start
+    from sweepflow.settings import state_dir
+    from sweepflow.tracking.writer import default_tracking_uri
+
+    kwargs = local_cluster_kwargs(profile, api, default_tracking_uri(project), state_dir(project))
+    start(kwargs, profile.adapt_kwargs())  # type: ignore[attr-defined]
+
+
+def _run_flow(*, debug: bool, needs_server: bool, **parameters: Any) -> int:
+    """:func:`run_in_terminal` once the cluster (if any) is starting."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
+
+    from flows.run_job import run_job
+
+    # A local run needs no server-side crash detection (sweepflow reaps its own stale
+    # runs); Prefect's heartbeat thread would add ~1 s to every flow call.
+    updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    api = PREFECT_API_URL.value()
+    if not api and parameters.get("job_file"):  # report to this project's `sweepflow up`
+        from sweepflow.services.servers import configured_api_url
+
+        api = configured_api_url(Path(parameters["job_file"]).parent)
+        if not api and needs_server:
+            from sweepflow.services.servers import up
+
+            Console(stderr=True).print(
+                "starting this project's Prefect server for the Dask workers"
+            )
+            started = up(Path(parameters["job_file"]).parent, worker=False, mlflow=False)
+            api = started["prefect"]["api_url"]
+        if api:
+            updates[PREFECT_API_URL] = api
+
+    if parameters.get("job_file"):  # open MLflow while Prefect starts the flow run
+        from sweepflow.tracking.writer import default_tracking_uri, warm_up
+
+        warm_up(default_tracking_uri(Path(parameters["job_file"]).parent))
+    console = Console(stderr=True)
+    bar = _Bar(console)
+    started = time.perf_counter()
+    state = None
+    interrupted = False
+    try:
+        with sink(bar), temporary_settings(updates=updates):
+            state = run_job(**parameters, return_state=True)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.stop()
+    _summary(console, bar.outcomes)
+    c = bar.counts
+    ok = state is not None and state.is_completed()
+    console.print(
+        ("interrupted: " if interrupted else "")
+        + f"{c['done']} done, {c['cached']} cached, {c['failed']} failed"
+        + (f", {c['pruned']} pruned" if c["pruned"] else "")
+        + (f", {c['cancelled']} not started" if c["cancelled"] else "")
+        + f" in {time.perf_counter() - started:.1f} s",
+        style="bold green" if ok else "bold red",
+    )
+    if interrupted:
+        return 130
+    if ok:
+        result = state.result()
+        if result.get("best"):
+            _best(console, result)
+        console.print(
+            f"MLflow: experiment '{result['experiment']}' at {result['tracking_uri']}",
+            markup=False,
+            soft_wrap=True,
+        )
+        if bar.outcomes:
+            folder = Path(bar.outcomes[0].workdir).parent
+            console.print(f"trial folders (logs, outputs): {folder}", markup=False, soft_wrap=True)
+        if api:
+            run_url = f"{api.removesuffix('/').removesuffix('/api')}/runs/flow-run/"
+            console.print(
+                f"Prefect: {run_url}{state.state_details.flow_run_id}", markup=False, soft_wrap=True
+            )
+        return 0
+    if state is not None and not bar.outcomes:
+        console.print(f"[red]error:[/] {state.message}")
+    return 1

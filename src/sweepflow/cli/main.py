@@ -1,0 +1,474 @@
+"""The ``sweepflow`` command line: run, jobs, show; up, down, status, deploy (typer + rich).
+
+Bad input gets one clear line on stderr and exit code 2; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sweepflow.errors import JobFileError, SweepflowError, SweepSyntaxError
+from sweepflow.workloads.llc.cli import llc_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="sweepflow",
+    help="Run ML experiment campaigns (sweeps, pipelines, searches) as Prefect flows.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+FileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--file", "-f", help="Job file (default: ./sweepflow.yaml, else ./hydraflow.yaml)."
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from sweepflow import __version__
+
+        typer.echo(f"sweepflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Run ML experiment campaigns (sweeps, pipelines, searches) as Prefect flows."""
+
+
+def _load(file: Path | None):
+    from sweepflow.spec.jobs import load_jobs
+
+    return load_jobs(file)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="Name of the job in the job file.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="key=value overrides in sweep syntax; '-- ARGS' go to the program."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Print what would run; run nothing.")
+    ] = False,
+    json: Annotated[bool, typer.Option("--json", help="With --dry-run: JSON lines.")] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Ignore cached results; run every trial.")
+    ] = False,
+    max_parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parallel", "-j", min=1, help="Trials in flight at once (default: cores)."
+        ),
+    ] = None,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Start no new trial after one fails.")
+    ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile", "-p", help="Execution profile: name or path (default: job's, else local)."
+        ),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a profile field: key=value (dotted keys; repeat)."),
+    ] = None,
+    n_trials: Annotated[
+        int | None,
+        typer.Option("--n-trials", min=1, help="Search: trials in the study (job's n_trials)."),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="Search: Optuna storage URL or journal file."),
+    ] = None,
+    file: FileOption = None,
+) -> int:
+    """Run JOB: every trial of its sweep (or its Optuna search) as a cached Prefect task,
+    tracked in MLflow."""
+    jobfile = _load(file)
+    plan = jobfile.job(job).plan(overrides or [])  # bad input fails here, before anything starts
+    project = jobfile.path.parent if jobfile.path else None
+    from sweepflow.spec.profiles import load_profile
+
+    chosen = load_profile(profile or plan.job.profile, list(sets or []), project)
+    extra = (ctx.obj or {}).get("extra", [])
+    if plan.space is not None:
+        from sweepflow.plan.space import search_space
+
+        search_space(plan)  # a bad space fails here too
+    elif n_trials or storage:
+        raise plan.job.error("is a sweep: --n-trials and --storage apply to optimize: jobs")
+    if dry_run:
+        from sweepflow.cli.dryrun import print_dry_run
+
+        print_dry_run(plan, extra, project, as_json=json, n_trials=n_trials)
+        return 0
+    from sweepflow.plan.commands import check_extra
+
+    check_extra(plan.job, extra)
+    if not refresh and plan.space is None and plan.job.cache and project is not None:
+        from sweepflow.cli.console import print_cached
+
+        if print_cached(plan, list(extra), project):
+            return 0  # every trial cached: nothing to start
+    from sweepflow.cli.console import run_in_terminal
+
+    return run_in_terminal(
+        debug=bool((ctx.obj or {}).get("debug")),
+        job=job,
+        overrides=list(overrides or []),
+        job_file=str(jobfile.path.resolve()) if jobfile.path else None,
+        refresh=refresh,
+        extra=list(extra),
+        max_parallel=max_parallel,
+        fail_fast=fail_fast,
+        profile=str(profile) if profile else None,
+        profile_set=list(sets or []),
+        needs_server=chosen.type != "local",
+        cluster=chosen if chosen.type == "dask-local" else None,
+        n_trials=n_trials,
+        storage=storage,
+    )
+
+
+@app.command()
+def study(
+    job: Annotated[str, typer.Argument(help="Name of a job with optimize: in the job file.")],
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", help="Write one row per trial to FILE.parquet or FILE.csv."),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write history, importance and slice plots (PNG) to DIR."),
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="Optuna storage URL or journal file.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows in the table (best first).")] = 20,
+    file: FileOption = None,
+) -> None:
+    """Show JOB's Optuna study: the best trial and a table of trials."""
+    from sweepflow.cli.study import show_study
+
+    jobfile = _load(file)
+    show_study(jobfile, job, storage=storage, export=export, plot=plot, limit=limit)
+
+
+@app.command()
+def jobs(file: FileOption = None) -> None:
+    """List the jobs of the job file with their trial counts."""
+    from sweepflow.cli.dryrun import print_jobs
+
+    print_jobs(_load(file))
+
+
+@app.command()
+def show(
+    job: Annotated[str | None, typer.Argument(help="Job to show (default: all).")] = None,
+    file: FileOption = None,
+) -> None:
+    """Print the resolved job (defaults filled in, sets parsed and merged) as YAML."""
+    from sweepflow.cli.dryrun import print_show
+
+    jobfile = _load(file)
+    names = [jobfile.job(job).key] if job else list(jobfile.jobs)
+    print_show(jobfile, names)
+
+
+def _project(file: Path | None) -> Path:
+    """The project folder: that of the job file (``--file``, else the one found in the
+    working directory), else the working directory (``up`` needs no job file)."""
+    from sweepflow.spec.jobs import find_job_file
+
+    if file is not None:
+        if not file.is_file():
+            raise JobFileError([f"No job file at {file.resolve()}: check --file PATH"])
+        return file.resolve().parent
+    try:
+        return find_job_file().resolve().parent
+    except JobFileError:
+        return Path.cwd()
+
+
+@app.command()
+def up(
+    prefect_port: Annotated[
+        int | None,
+        typer.Option(
+            "--prefect-port",
+            min=1,
+            max=65535,
+            help="Port of the Prefect server (default: $SWEEPFLOW_PREFECT_PORT, else 4200).",
+        ),
+    ] = None,
+    mlflow_port: Annotated[
+        int | None,
+        typer.Option(
+            "--mlflow-port",
+            min=1,
+            max=65535,
+            help="Port of the MLflow UI (default: $SWEEPFLOW_MLFLOW_PORT, else 5000).",
+        ),
+    ] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Start a worker on the 'sweepflow' pool.")
+    ] = True,
+    mlflow: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="Start the MLflow UI.")
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds each server may take to answer.")
+    ] = 120.0,
+    file: FileOption = None,
+) -> None:
+    """Start this project's Prefect server, worker and MLflow UI on 127.0.0.1 (background)."""
+    import shlex
+
+    from sweepflow.services.servers import LABELS
+    from sweepflow.services.servers import up as start
+
+    result = start(
+        _project(file),
+        prefect_port=prefect_port,
+        mlflow_port=mlflow_port,
+        worker=worker,
+        mlflow=mlflow,
+        timeout=timeout,
+    )
+    for name, label in LABELS.items():
+        if name not in result:
+            continue
+        entry = result[name]
+        where = f"on pool {entry['pool']}" if name == "worker" else f"at {entry['url']}"
+        typer.echo(f"{label}: {entry['state']} (pid {entry['pid']}) {where}")
+        if name == "prefect":
+            typer.echo(f"PREFECT_API_URL={entry['api_url']}")
+    typer.echo(f"MLflow store: {result['tracking_uri']}")
+    typer.echo(f"For your shell: source {shlex.quote(result['env_file'])}")
+
+
+@app.command()
+def down(file: FileOption = None) -> None:
+    """Stop the servers that `sweepflow up` started for this project."""
+    from sweepflow.services.servers import LABELS
+    from sweepflow.services.servers import down as stop
+
+    outcome = stop(_project(file))
+    if not any(state == "stopped" for state in outcome.values()):
+        typer.echo("No server of this project was running.")
+        return
+    for name, state in outcome.items():
+        typer.echo(f"{LABELS[name]}: {state}")
+
+
+@app.command()
+def status(file: FileOption = None) -> None:
+    """Show which of this project's servers run and answer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sweepflow.services.servers import LABELS
+    from sweepflow.services.servers import status as read_status
+
+    table = Table()
+    for column in ("service", "state", "pid", "URL"):
+        table.add_column(column)
+    styles = {"running": "green", "stopped": "dim", "not answering": "red"}
+    for name, row in read_status(_project(file)).items():
+        pid = str(row["pid"]) if row["pid"] else "-"
+        table.add_row(LABELS[name], row["state"], pid, row["url"] or "", style=styles[row["state"]])
+    Console(soft_wrap=False).print(table)
+
+
+@app.command()
+def deploy(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Jobs to deploy (default: every job).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Print what would be registered.")
+    ] = False,
+    pool: Annotated[
+        str, typer.Option("--pool", help="Work pool of the deployments.")
+    ] = "sweepflow",
+    file: FileOption = None,
+) -> None:
+    """Register one deployment 'run-job/<job>' per job (updates existing ones)."""
+    from deployments import deploy as deployments
+
+    jobfile = _load(file)
+    planned = deployments.plan(jobfile, names or None, pool)
+    if dry_run:
+        for item in planned:
+            typer.echo("\n".join(item.describe()))
+        return
+    url = deployments.api_url(jobfile.path.resolve().parent)
+    for item in deployments.apply(planned, url):
+        typer.echo("\n".join(item.describe()))
+    typer.echo(f"Deployed {len(planned)} to {url}; start one with:")
+    typer.echo(f"  prefect deployment run '{planned[0].name}'")
+
+
+profile_app = typer.Typer(
+    help="Execution profiles: where tasks run (threads, a local Dask cluster, SLURM).",
+    no_args_is_help=True,
+)
+
+
+@profile_app.command("show")
+def profile_show(
+    profile: Annotated[str, typer.Argument(help="Profile name, or path to a profile YAML file.")],
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            help="Override a key: KEY=VALUE, dotted keys (adapt.maximum=4), YAML values; "
+            "repeatable.",
+        ),
+    ] = None,
+    file: FileOption = None,
+) -> None:
+    """Print the resolved profile as YAML; for SLURM, then the job script of each worker."""
+    import yaml
+
+    from sweepflow.spec.profiles import SCHEDULER_PLACEHOLDER, WORKER_NAME_PLACEHOLDER, load_profile
+
+    loaded = load_profile(profile, sets or [], project_dir=_project(file))
+    typer.echo(yaml.safe_dump(loaded.resolved(), sort_keys=False, allow_unicode=True).rstrip())
+    if loaded.type == "slurm":
+        typer.echo(
+            f"\n# --- SLURM job script of each worker; a job has the scheduler's address for "
+            f"{SCHEDULER_PLACEHOLDER} and its worker's name for {WORKER_NAME_PLACEHOLDER} ---"
+        )
+        typer.echo(loaded.job_script().rstrip())
+
+
+@profile_app.command("list")
+def profile_list(file: FileOption = None) -> None:
+    """List the profiles: shipped ones, and those in ./profiles/ next to the job file."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sweepflow.spec.profiles import available_profiles, load_profile
+
+    project = _project(file)
+    table = Table()
+    for column in ("name", "type", "description"):
+        table.add_column(column)
+    table.add_column("file", overflow="fold")
+    for name, path in available_profiles(project).items():
+        try:
+            where = str(path.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            where = str(path)
+        try:
+            loaded = load_profile(name, project_dir=project)
+        except SweepflowError as exc:
+            problem = _message(exc).split("; ")[0]  # the first; `profile show` gives all
+            table.add_row(name, "invalid", problem, where, style="red")
+            continue
+        table.add_row(name, loaded.type, loaded.description, where)
+    Console(soft_wrap=False).print(table)
+
+
+app.add_typer(profile_app, name="profile")
+app.add_typer(llc_app, name="llc")
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, SweepSyntaxError):
+        return exc.one_line()
+    if isinstance(exc, JobFileError) and len(exc.problems) > 1:
+        return str(exc)
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sweepflow`` console script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in args:
+        cut = args.index("--")
+        args, extra = args[:cut], args[cut + 1 :]
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]  # accepted anywhere before --
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(
+            args, prog_name="sweepflow", standalone_mode=False, obj={"extra": extra, "debug": debug}
+        )
+        return result if isinstance(result, int) else 0
+    except SweepflowError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {_message(exc)}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click errors
+            if type(exc).__name__ == "Abort":
+                return 130
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                typer.echo(exc.ctx.get_help())
+                return 0
+            hint = ""
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                hint = f" (see '{ctx.command_path} --help')"
+            typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+            return int(exc.exit_code) or 2
+        if debug:
+            raise
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            err=True,
+        )
+        return 1
+
+
+def entry() -> None:
+    """The ``sweepflow`` console script: :func:`main`, then a quick exit.
+
+    After a sweep, tearing the interpreter down (freeing the modules of Prefect, MLflow
+    and pandas object by object) takes 2-3 s here. Once the command is done and no
+    foreground thread is left, the exit handlers run (Prefect sends its last logs and
+    events, MLflow's store is closed) and the process ends without that teardown.
+    """
+    code = main()
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if any(t.is_alive() and not t.daemon for t in others):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

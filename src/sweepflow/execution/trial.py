@@ -1,0 +1,400 @@
+"""Execute one unit of work (a trial, a batch, or a submit handler) without Prefect.
+
+Commands never go through a shell: argv items reach the program as they are. Each unit
+runs in its own folder under the state folder with stdout/stderr captured to files; a
+timeout kills the whole process group. The Prefect task is a thin wrapper around
+:func:`execute`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sweepflow.errors import SweepflowError
+from sweepflow.execution.warm import WarmProcess, WarmStartError, spawn
+from sweepflow.tracking.snapshot import unflatten
+
+__all__ = [
+    "TrialFailed",
+    "TrialPruned",
+    "TrialResult",
+    "TrialSpec",
+    "execute",
+    "stop_orphan",
+    "terminate_all",
+]
+
+LogFn = Callable[[str], None]
+# Where a trial ran, recorded with its result and as MLflow tags: the SLURM job and node
+# of its Dask worker and the GPUs SLURM gave that job.
+PLACEMENT = ("SLURM_JOB_ID", "SLURMD_NODENAME", "CUDA_VISIBLE_DEVICES")
+
+_RUNNING: set[subprocess.Popen | WarmProcess] = set()
+_RUNNING_LOCK = threading.Lock()
+_IMPORT_LOCK = threading.Lock()
+_LOADED: dict[str, tuple[int, int]] = {}  # module file -> (mtime_ns, size) when imported
+
+
+class TrialFailed(SweepflowError, RuntimeError):
+    """A trial whose program exited non-zero, timed out, or raised."""
+
+
+class TrialPruned(TrialFailed):
+    """A trial the search's pruner stopped early (see ``sweepflow.should_prune``).
+
+    Raise it from a ``call:`` function (or exit a ``run:`` program) once
+    ``should_prune()`` says so; the trial is told PRUNED, and never cached.
+    """
+
+    def __init__(self, message: str = "pruned by the search's pruner") -> None:
+        super().__init__(message)
+
+
+class TrialSpec(BaseModel):
+    """Everything needed to run one unit, as plain data (pickles, hashes, travels).
+
+    Attributes:
+        workdir: Absolute folder of the unit (``.sweepflow/runs/<job>/<digest>``).
+        env: Extra environment for the program (tracking URIs, run ids, report file).
+        preload: Modules a warm interpreter imports once; the program (``python
+            script.py`` or ``python -m module``) is forked from it (see
+            :mod:`sweepflow.execution.warm`). Empty: a new process.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    job: str
+    kind: Literal["run", "call", "submit"]
+    index: int
+    batch: int = 0
+    params: dict[str, str] = Field(default_factory=dict)
+    items: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()
+    function: str = ""
+    lines: tuple[str, ...] = ()
+    param_file: str | None = None
+    digest: str
+    cache_key: str
+    fingerprint: str = ""
+    workdir: str
+    project_dir: str
+    timeout: float | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    preload: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """A short human name: the parameters (a batch's sweep items), or kind and index."""
+        text = " ".join(f"{k}={v}" for k, v in self.params.items())
+        if not text and self.kind != "submit":
+            text = " ".join(i for i in self.items if i != "--multirun" and "hydra." not in i)
+        return text[:120] or f"{self.kind}-{self.index}"
+
+
+class TrialResult(BaseModel):
+    """What a successful unit produced (persisted as its cached result)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    digest: str
+    cache_key: str
+    index: int
+    params: dict[str, str] = Field(default_factory=dict)
+    returncode: int | None = None
+    value: Any = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    started: float
+    ended: float
+    workdir: str
+    host: str = ""
+    placement: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        """Seconds the unit ran."""
+        return self.ended - self.started
+
+
+def terminate_all() -> int:
+    """Terminate every running child process group (Ctrl-C); return how many."""
+    with _RUNNING_LOCK:
+        procs = list(_RUNNING)
+    for proc in procs:
+        _kill_group(proc, signal.SIGTERM)
+    return len(procs)
+
+
+def _kill_group(proc: subprocess.Popen | WarmProcess, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _absolute_argv(argv: tuple[str, ...], project: Path) -> list[str]:
+    """Point argv words that name project files at them (the unit runs elsewhere), and
+    run ``python`` as the interpreter sweepflow itself runs on (its environment)."""
+    out = []
+    if argv and argv[0] in ("python", "python3"):
+        argv = (sys.executable, *argv[1:])
+    for word in argv:
+        candidate = project / word
+        out.append(str(candidate) if word and candidate.is_file() else word)
+    return out
+
+
+def _environment(spec: TrialSpec, workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(spec.env)
+    env["SWEEPFLOW_TRIAL_DIR"] = str(workdir)
+    env["SWEEPFLOW_REPORT"] = str(workdir / "report.jsonl")
+    env["SWEEPFLOW_JOB"] = spec.job
+    env["SWEEPFLOW_TRIAL"] = spec.digest
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = spec.project_dir + (os.pathsep + path if path else "")
+    return env
+
+
+def _pump(stream, sink, log: LogFn | None, prefix: str) -> None:
+    for line in iter(stream.readline, b""):
+        sink.write(line)
+        sink.flush()
+        if log:
+            log(prefix + line.decode(errors="replace").rstrip("\n"))
+    stream.close()
+
+
+def _start(
+    spec: TrialSpec, argv: list[str], cwd: Path, stdout: Any, stderr: Any
+) -> subprocess.Popen | WarmProcess:
+    """Start the unit's program: forked from a warm interpreter for ``preload``, else new."""
+    env = _environment(spec, Path(spec.workdir))
+    if spec.preload:
+        return spawn(argv, spec.preload, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
+    return subprocess.Popen(  # no shell: argv items reach the program verbatim
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,  # own process group: a timeout kills its children too
+    )
+
+
+def _run_process(spec: TrialSpec, argv: list[str], cwd: Path, log: LogFn | None) -> int:
+    try:
+        return _supervise(spec, argv, cwd, log)
+    except WarmStartError as exc:
+        raise TrialFailed(f"trial {spec.label!r}: {exc} (logs: {spec.workdir})") from None
+
+
+def _supervise(spec: TrialSpec, argv: list[str], cwd: Path, log: LogFn | None) -> int:
+    workdir = Path(spec.workdir)
+    with (workdir / "stdout.log").open("wb") as out, (workdir / "stderr.log").open("wb") as err:
+        proc = _start(
+            spec, argv, cwd, subprocess.PIPE if log else out, subprocess.PIPE if log else err
+        )
+        with _RUNNING_LOCK:
+            _RUNNING.add(proc)
+        (workdir / "pid").write_text(str(proc.pid))
+        pumps = []
+        if log:
+            pumps = [
+                threading.Thread(target=_pump, args=(proc.stdout, out, log, ""), daemon=True),
+                threading.Thread(target=_pump, args=(proc.stderr, err, log, "[stderr] ")),
+            ]
+            for pump in pumps:
+                pump.start()
+        try:
+            returncode = proc.wait(timeout=spec.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait()
+            raise TrialFailed(
+                f"trial {spec.label!r} timed out after {spec.timeout:g} s; its process group "
+                f"was killed (logs: {workdir})"
+            ) from None
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(proc)
+            for pump in pumps:
+                pump.join()
+    return returncode
+
+
+def stop_orphan(workdir: Path) -> None:
+    """Stop the process group a killed sweep left running in this folder, if any."""
+    pid_file = workdir / "pid"
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    pid_file.unlink(missing_ok=True)
+    try:
+        if os.getpgid(pid) != pid:
+            return  # the pid was reused by an unrelated process
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _load_function(name: str, project: str) -> Callable[..., Any]:
+    module_name, sep, attr = name.partition(":")
+    if not sep:
+        module_name, _, attr = name.rpartition(".")
+    if not module_name or not attr:
+        raise TrialFailed(f"call: '{name}' is not 'module:function' (or module.function)")
+    with _IMPORT_LOCK:
+        if project not in sys.path:
+            sys.path.insert(0, project)
+        try:
+            module = importlib.import_module(module_name)
+            source = getattr(module, "__file__", None)
+            if source and os.path.exists(source):
+                stat = os.stat(source)
+                seen = _LOADED.setdefault(source, (stat.st_mtime_ns, stat.st_size))
+                if seen != (stat.st_mtime_ns, stat.st_size):  # edited since imported
+                    module = importlib.reload(module)
+                    _LOADED[source] = (stat.st_mtime_ns, stat.st_size)
+        except ImportError as exc:
+            raise TrialFailed(f"call: cannot import module '{module_name}': {exc}") from exc
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise TrialFailed(f"call: module '{module_name}' has no function '{attr}'")
+    return function
+
+
+def _config_model(function: Callable[..., Any]) -> type[BaseModel] | None:
+    """The pydantic model of a function's only parameter, if it is annotated with one."""
+    parameters = list(inspect.signature(function).parameters.values())
+    if len(parameters) != 1:
+        return None
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # unresolvable annotations: fall back to key=value strings
+        return None
+    model = hints.get(parameters[0].name)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _call(spec: TrialSpec) -> Any:
+    function = _load_function(spec.function, spec.project_dir)
+    model = _config_model(function)
+    if model is None:
+        return function(list(spec.items))
+    try:
+        config = model.model_validate(unflatten(spec.params))
+    except Exception as exc:
+        raise TrialFailed(f"parameters do not fit {model.__name__}: {exc}") from exc
+    return function(config)
+
+
+def _metrics_of(value: Any) -> tuple[Any, dict[str, float]]:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    metrics = {}
+    if isinstance(value, dict):
+        metrics = {
+            str(k): float(v)
+            for k, v in value.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    return value, metrics
+
+
+def _raise_if_pruned(workdir: Path) -> None:
+    """A trial that stopped (any way) after its pruner said so was pruned, not failed."""
+    from sweepflow.reporting.channel import read_report
+
+    step = read_report(workdir / "report.jsonl").pruned
+    if step is not None:
+        raise TrialPruned(f"pruned at step {step}")
+
+
+def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
+    """Run one unit and return its result.
+
+    Raises:
+        TrialFailed: Non-zero exit (with the tail of stderr), timeout, or an exception
+            raised by a ``call:`` function.
+    """
+    workdir = Path(spec.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stop_orphan(workdir)
+    (workdir / "report.jsonl").unlink(missing_ok=True)
+    started = time.time()
+    returncode, value, metrics = None, None, {}
+    if spec.kind == "call":
+        from sweepflow.reporting.channel import reporting_to
+
+        try:
+            with reporting_to(workdir / "report.jsonl", spec.env):
+                value, metrics = _metrics_of(_call(spec))
+        except Exception:
+            _raise_if_pruned(workdir)
+            raise
+    else:
+        project = Path(spec.project_dir)
+        cwd = workdir
+        if spec.kind == "submit":
+            assert spec.param_file is not None
+            param_file = Path(spec.param_file)
+            param_file.parent.mkdir(parents=True, exist_ok=True)
+            param_file.write_text("".join(line + "\n" for line in spec.lines))
+            cwd = project  # the handler launches the program relative to the project
+        returncode = _run_process(spec, _absolute_argv(spec.argv, project), cwd, log)
+        if returncode != 0:
+            _raise_if_pruned(workdir)
+            tail = _tail(workdir / "stderr.log")
+            what = "handler" if spec.kind == "submit" else "program"
+            raise TrialFailed(
+                f"{what} exited with code {returncode} (logs: {workdir})"
+                + (f"\n{tail}" if tail else "")
+            )
+    from sweepflow.reporting.channel import read_report
+
+    report = read_report(workdir / "report.jsonl")
+    if report.pruned is not None:
+        raise TrialPruned(f"pruned at step {report.pruned}")
+    reported = {point.name: point.value for point in report.metrics}
+    return TrialResult(
+        digest=spec.digest,
+        cache_key=spec.cache_key,
+        index=spec.index,
+        params=spec.params,
+        returncode=returncode,
+        value=value,
+        metrics={**reported, **metrics},
+        started=started,
+        ended=time.time(),
+        workdir=str(workdir),
+        host=socket.gethostname(),
+        placement={k: os.environ[k] for k in PLACEMENT if os.environ.get(k)},
+    )

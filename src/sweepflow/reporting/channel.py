@@ -1,0 +1,397 @@
+"""The light reporting channel: programs log metrics, params and artifacts cheaply.
+
+Under sweepflow (``SWEEPFLOW_REPORT`` is set) every call appends one JSON line to the
+trial's report file and imports nothing heavy; the flow later reads the file with
+:func:`read_report` and writes it into the trial's MLflow run in batches. Run by hand
+(no ``SWEEPFLOW_REPORT``), the same calls go straight to MLflow.
+
+Report lines, one JSON object each, append-only, a single writer per file::
+
+    {"kind": "metrics", "values": {"loss": 0.5}, "step": 3, "time": 1700000000000}
+    {"kind": "params", "values": {"model.depth": "3"}}
+    {"kind": "artifact", "path": "/abs/plot.png", "artifact_path": "plots"}
+    {"kind": "pruned", "step": 3}
+
+In a search with a pruner, a metric logged with a step is also reported to the study
+as an intermediate value, and :func:`should_prune` asks the study's pruner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import numbers
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "REPORT_ENV",
+    "ArtifactEntry",
+    "MetricPoint",
+    "Report",
+    "flatten",
+    "in_process",
+    "log_artifact",
+    "log_metrics",
+    "log_params",
+    "read_report",
+    "report_path",
+    "reporting_to",
+    "should_prune",
+    "trial_setting",
+]
+REPORT_ENV = "SWEEPFLOW_REPORT"
+# A call: trial runs in a thread of the flow's process, where the environment is
+# shared; its report file is set per context instead.
+_TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "sweepflow_report", default=None
+)
+# ... and so is the rest of its environment (the study to report to when pruning).
+_ENV: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "sweepflow_trial_env", default=None
+)
+
+# Report files this process has appended to; before the first append to a file we
+# make sure it ends with a newline, so a line cut short by an earlier killed writer
+# cannot swallow the next one.
+_CHECKED: set[str] = set()
+
+
+class MetricPoint(NamedTuple):
+    """One metric value: ``(name, value, step, time)`` with time in unix milliseconds."""
+
+    name: str
+    value: float
+    step: int | None
+    time: int
+
+
+class ArtifactEntry(NamedTuple):
+    """One artifact: the absolute ``path`` and the folder ``artifact_path`` in the run."""
+
+    path: str
+    artifact_path: str | None
+
+
+class Report(BaseModel):
+    """What a trial reported, read back from its report file.
+
+    Attributes:
+        metrics: Every metric value in the order logged.
+        params: Params; a key logged twice keeps its last value.
+        artifacts: Files or folders to copy into the run, in the order logged.
+        problems: ``file:line: reason`` for each line skipped (a line cut short by a
+            killed process, malformed JSON, an unknown kind).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    metrics: tuple[MetricPoint, ...] = ()
+    params: dict[str, str] = {}
+    artifacts: tuple[ArtifactEntry, ...] = ()
+    problems: tuple[str, ...] = ()
+    pruned: int | None = None  # the step at which the search's pruner stopped the trial
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings into dotted keys.
+
+    >>> flatten({"model": {"depth": 3, "act": "relu"}, "lr": 0.1})
+    {'model.depth': 3, 'model.act': 'relu', 'lr': 0.1}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{what} names must be non-empty strings, got {name!r}")
+    return name
+
+
+def _metric_value(name: str, value: object) -> float:
+    """``value`` as a float; reject bools, strings and anything not a real number."""
+    if isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):
+        raise TypeError(
+            f"metric {name!r} is a bool ({value!r}); log a number, e.g. float({value!r})"
+        )
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (str, bytes, complex, numbers.Complex)) or not hasattr(value, "__float__"):
+        raise TypeError(
+            f"metric {name!r} must be a real number, got {type(value).__name__} {value!r}"
+        )
+    try:  # 0-d arrays (numpy, JAX, torch scalars) convert with float()
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"metric {name!r} must be a single real number, got {type(value).__name__} "
+            f"{value!r} ({exc})"
+        ) from None
+
+
+def _check_step(step: object) -> int | None:
+    if step is None:
+        return None
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"step must be an int or None, got {type(step).__name__} {step!r}")
+    return int(step)
+
+
+def report_path() -> str | None:
+    """The report file of the current trial, or None when run by hand."""
+    return _TARGET.get() or os.environ.get(REPORT_ENV)
+
+
+def in_process() -> bool:
+    """Whether the current trial is a ``call:`` trial in the flow's process."""
+    return _TARGET.get() is not None
+
+
+def trial_setting(name: str) -> str | None:
+    """A setting of the current trial's environment (per context for ``call:`` trials)."""
+    env = _ENV.get()
+    if env is not None:
+        return env.get(name)
+    return os.environ.get(name)
+
+
+@contextlib.contextmanager
+def reporting_to(path: str | Path, env: dict[str, str] | None = None) -> Iterator[None]:
+    """Send this context's ``log_*`` calls to the report file ``path``.
+
+    Used for ``call:`` trials, which run in the flow's process (threads share the
+    environment, so ``SWEEPFLOW_REPORT`` cannot tell them apart); ``env`` is the
+    trial's own environment, read by :func:`trial_setting`.
+    """
+    token = _TARGET.set(str(path))
+    env_token = _ENV.set(dict(env or {}))
+    try:
+        yield
+    finally:
+        _ENV.reset(env_token)
+        _TARGET.reset(token)
+
+
+def _append(path: str, record: dict[str, Any]) -> None:
+    """Append one JSON line with a single write (flushed: no buffering in between)."""
+    line = (json.dumps(record, ensure_ascii=False, allow_nan=True) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if path not in _CHECKED:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            _CHECKED.add(path)
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _by_hand() -> Any:
+    """The ``mlflow`` module with an active run for by-hand use (started if needed)."""
+    import mlflow
+
+    from sweepflow.tracking.uri import by_hand_experiment
+
+    if mlflow.active_run() is None:
+        experiment_id = by_hand_experiment()
+        if os.environ.get("MLFLOW_RUN_ID"):
+            mlflow.start_run()  # resumes the run named by the environment
+        else:
+            mlflow.start_run(experiment_id=experiment_id)
+    return mlflow
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log metric values at an optional step.
+
+    Under sweepflow this appends one line to the trial's report file; run by hand it
+    logs to the active MLflow run (started in the default tracking URI if none).
+
+    Args:
+        metrics: Metric names and real-number values (numpy/JAX scalars are fine).
+        step: The training step, or None.
+
+    Raises:
+        TypeError: A name is not a string, a value is not a real number (bools are
+            rejected), or the step is not an int.
+        ValueError: A value is an array with more than one element.
+    """
+    values = {_check_name(k, "metric"): _metric_value(k, v) for k, v in dict(metrics).items()}
+    step = _check_step(step)
+    report = report_path()
+    if report:
+        stamp = time.time_ns() // 1_000_000
+        _append(report, {"kind": "metrics", "values": values, "step": step, "time": stamp})
+        if step is not None and trial_setting("SWEEPFLOW_STUDY_STORAGE"):
+            from sweepflow.search.pruning import report_intermediate
+
+            report_intermediate(values, step)
+        return
+    if values:
+        _by_hand().log_metrics(values, step=step)
+
+
+def should_prune() -> bool:
+    """Whether the search's pruner says to stop this trial now.
+
+    Only in a search with ``pruner:`` set, after the objective metric was logged with a
+    step; always False otherwise (a sweep, or run by hand). When it says yes, stop
+    the trial (return, exit, or raise :class:`sweepflow.TrialPruned`): it is told
+    PRUNED with its last reported value, whatever its exit status.
+    """
+    report = report_path()
+    if not report or not trial_setting("SWEEPFLOW_STUDY_STORAGE"):
+        return False
+    from sweepflow.search.pruning import pruned_at
+
+    step = pruned_at()
+    if step is None:
+        return False
+    _append(report, {"kind": "pruned", "step": step})
+    return True
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log params; nested mappings become dotted keys and values are stored as ``str()``.
+
+    Under sweepflow this appends one line to the trial's report file; run by hand it
+    logs to the active MLflow run (started in the default tracking URI if none).
+
+    Args:
+        params: Param names and values.
+
+    Raises:
+        TypeError: A name is not a non-empty string.
+    """
+    values = {_check_name(k, "param"): str(v) for k, v in flatten(dict(params)).items()}
+    report = report_path()
+    if report:
+        _append(report, {"kind": "params", "values": values})
+        return
+    if values:
+        _by_hand().log_params(values)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    """Log a file or folder as an artifact of the run.
+
+    Under sweepflow the absolute path is recorded and the flow copies the file when the
+    trial ends (so write it completely first); run by hand it is copied right away.
+
+    Args:
+        path: The file or folder.
+        artifact_path: A folder inside the run's artifacts, or None for the top.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    source = Path(path).expanduser().resolve()
+    if not source.exists():
+        raise FileNotFoundError(f"cannot log artifact {str(path)!r}: no such file or folder")
+    report = report_path()
+    if report:
+        record = {"kind": "artifact", "path": str(source), "artifact_path": artifact_path}
+        _append(report, record)
+        return
+    mlflow = _by_hand()
+    if source.is_dir():
+        mlflow.log_artifacts(str(source), artifact_path)
+    else:
+        mlflow.log_artifact(str(source), artifact_path)
+
+
+def _parse(record: Any) -> tuple[str, Any]:
+    """Validate one decoded line; return its kind and payload, or raise ValueError."""
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    kind = record.get("kind")
+    if kind == "metrics":
+        values, step, stamp = record.get("values"), record.get("step"), record.get("time")
+        if not isinstance(values, dict) or not isinstance(stamp, int):
+            raise ValueError("a metrics line needs 'values' (object) and 'time' (int)")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+            raise ValueError(f"step must be an int or null, got {step!r}")
+        points = []
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"metric {name!r} is not a number: {value!r}")
+            points.append(MetricPoint(name, float(value), step, stamp))
+        return kind, points
+    if kind == "params":
+        values = record.get("values")
+        if not isinstance(values, dict):
+            raise ValueError("a params line needs 'values' (object)")
+        return kind, {str(k): str(v) for k, v in values.items()}
+    if kind == "artifact":
+        path, folder = record.get("path"), record.get("artifact_path")
+        if not isinstance(path, str) or not (folder is None or isinstance(folder, str)):
+            raise ValueError("an artifact line needs 'path' (string), 'artifact_path'")
+        return kind, ArtifactEntry(path, folder)
+    if kind == "pruned":
+        step = record.get("step")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(f"a pruned line needs 'step' (int), got {step!r}")
+        return kind, step
+    raise ValueError(f"unknown kind {kind!r} (expected metrics, params, artifact or pruned)")
+
+
+def read_report(path: str | Path) -> Report:
+    """Read a report file; a missing file is an empty report.
+
+    Lines that cannot be read (the last one cut short by a killed process, or any
+    malformed line) are skipped and listed in :attr:`Report.problems`, so a damaged
+    line never loses the rest of a trial's record.
+
+    Args:
+        path: The report file (``report.jsonl`` in the trial's folder).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Report()
+    metrics: list[MetricPoint] = []
+    params: dict[str, str] = {}
+    artifacts: list[ArtifactEntry] = []
+    problems: list[str] = []
+    pruned: int | None = None
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            kind, payload = _parse(json.loads(raw))
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            last = number == len(lines)  # no newline after it: the writer was cut short
+            reason = "line cut short (writer killed?)" if last else str(exc)
+            problems.append(f"{path}:{number}: {reason}")
+            continue
+        if kind == "metrics":
+            metrics.extend(payload)
+        elif kind == "params":
+            params.update(payload)
+        elif kind == "pruned":
+            pruned = payload
+        else:
+            artifacts.append(payload)
+    return Report(
+        metrics=tuple(metrics),
+        params=params,
+        artifacts=tuple(artifacts),
+        problems=tuple(problems),
+        pruned=pruned,
+    )

@@ -1,0 +1,466 @@
+"""Local servers for a project: a Prefect server, a process worker, and the MLflow UI.
+
+``sweepflow up`` starts them on 127.0.0.1, detached, each in its own session with its
+output in ``<state>/servers/<name>.log``; ``sweepflow down`` stops exactly those
+processes (by pid file, after checking the command line, so a reused pid is left
+alone); ``sweepflow status`` says which answer. Layout of ``<state>/servers``:
+
+- ``<name>.pid`` and ``<name>.log`` for ``prefect``, ``worker`` and ``mlflow``;
+- ``servers.json``: ports, URLs, pids, command lines and start times;
+- ``env``: ``export PREFECT_API_URL=...`` and ``export MLFLOW_TRACKING_URI=...``
+  for a shell to ``source``;
+- ``prefect.db``: the Prefect server's own SQLite database;
+- ``lock``: held by ``up`` and ``down`` so that two of them never race.
+
+Prefect and MLflow are imported only inside the functions that need them; the
+health checks use ``urllib`` so that :func:`configured_api_url` and :func:`status`
+stay cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sweepflow.errors import SweepflowError
+from sweepflow.services.files import (
+    _CHILDREN,
+    HOST,
+    _answers,
+    _last_line,
+    _Layout,
+    _locked,
+    _port_free,
+    _read_record,
+    _reap,
+    _terminate,
+    _write_env,
+    _write_json,
+    _write_text,
+)
+from sweepflow.tracking.uri import artifact_root, default_tracking_uri, prepare_store
+
+__all__ = [
+    "DEFAULT_MLFLOW_PORT",
+    "DEFAULT_PREFECT_PORT",
+    "HOST",
+    "POOL",
+    "PortInUseError",
+    "ServerStartError",
+    "configured_api_url",
+    "down",
+    "ensure_pool",
+    "status",
+    "up",
+]
+
+POOL = "sweepflow"
+DEFAULT_PREFECT_PORT = 4200
+DEFAULT_MLFLOW_PORT = 5000
+
+SERVICES = ("prefect", "worker", "mlflow")  # start order; stopped in reverse
+LABELS = {"prefect": "Prefect server", "worker": "Prefect worker", "mlflow": "MLflow UI"}
+_PORT_OPTION = {"prefect": "--prefect-port", "mlflow": "--mlflow-port"}
+_PORT_ENV = {"prefect": "SWEEPFLOW_PREFECT_PORT", "mlflow": "SWEEPFLOW_MLFLOW_PORT"}
+_DEFAULT_PORT = {"prefect": DEFAULT_PREFECT_PORT, "mlflow": DEFAULT_MLFLOW_PORT}
+# What a command line must contain when servers.json (with the exact argv) is lost.
+_SIGNATURE = {
+    "prefect": ["-m", "prefect", "server", "start"],
+    "worker": ["-m", "prefect", "worker", "start", "--pool", POOL],
+    "mlflow": ["-m", "mlflow", "server"],
+}
+
+
+class PortInUseError(SweepflowError, OSError):
+    """A port that ``sweepflow up`` needs is taken by another program."""
+
+
+class ServerStartError(SweepflowError, RuntimeError):
+    """A server did not come up; the message names the log file to read."""
+
+
+def configured_api_url(project_dir: str | Path | None = None) -> str | None:
+    """The API URL of this project's Prefect server if it runs and answers, else None.
+
+    Reads ``<state>/servers/servers.json`` and asks ``/api/health`` (1 s timeout);
+    imports no Prefect.
+
+    Args:
+        project_dir: Folder of the job file (default: the working directory).
+    """
+    entry = _read_record(_Layout.of(project_dir)).get("prefect")
+    if not entry or not entry.get("api_url"):
+        return None
+    return entry["api_url"] if _prefect_healthy(entry["api_url"]) else None
+
+
+def up(
+    project_dir: str | Path | None = None,
+    *,
+    prefect_port: int | None = None,
+    mlflow_port: int | None = None,
+    worker: bool = True,
+    mlflow: bool = True,
+    timeout: float = 120.0,
+) -> dict[str, Any]:
+    """Start what is missing of the project's servers; wait until each answers.
+
+    Ports: the argument, else ``$SWEEPFLOW_PREFECT_PORT`` / ``$SWEEPFLOW_MLFLOW_PORT``,
+    else the port of the running server, else 4200 / 5000. Every port to open is
+    checked before anything starts. A server that does not come up stops everything
+    this call started.
+
+    Args:
+        project_dir: Folder of the job file (default: the working directory).
+        prefect_port: Port of the Prefect server.
+        mlflow_port: Port of the MLflow UI.
+        worker: Start a process worker on the ``sweepflow`` work pool.
+        mlflow: Start the MLflow UI on the project's tracking store.
+        timeout: Seconds each server may take to answer.
+
+    Returns:
+        The content of ``servers.json`` (``prefect``, ``worker``, ``mlflow`` entries
+        with ``pid``, ``url`` …), each entry with a ``state``: ``started`` or
+        ``already running``; and ``env_file``.
+
+    Raises:
+        PortInUseError: A port is taken by another program (nothing was started).
+        ServerStartError: A server did not come up in time (the message names its log).
+    """
+    project = Path(project_dir or ".").resolve()
+    layout = _Layout.of(project)
+    with _locked(layout):
+        return _up(layout, project, prefect_port, mlflow_port, worker, mlflow, timeout)
+
+
+def _up(
+    layout: _Layout,
+    project: Path,
+    prefect_port: int | None,
+    mlflow_port: int | None,
+    worker: bool,
+    mlflow: bool,
+    timeout: float,
+) -> dict[str, Any]:
+    old = _read_record(layout)
+    # A process without its entry in servers.json has no known port: not reused.
+    running = {
+        name: _process(layout, name, old[name]) if old.get(name) else None for name in SERVICES
+    }
+    wanted = ["prefect", *(["worker"] if worker else []), *(["mlflow"] if mlflow else [])]
+    ports = {
+        "prefect": _port("prefect", prefect_port, old, running),
+        "mlflow": _port("mlflow", mlflow_port, old, running) if mlflow else None,
+    }
+    if ports["prefect"] == ports["mlflow"]:
+        raise SweepflowError(
+            f"--prefect-port and --mlflow-port are both {ports['prefect']}; choose two ports"
+        )
+    uri = old["mlflow"]["tracking_uri"] if running["mlflow"] else default_tracking_uri(project)
+    if mlflow and not running["mlflow"] and uri.split(":")[0] in ("http", "https", "databricks"):
+        raise SweepflowError(
+            f"MLFLOW_TRACKING_URI={uri} is a server, not a store the MLflow UI can open; "
+            "unset it or pass --no-mlflow"
+        )
+    for name in ("prefect", "mlflow"):
+        if name in wanted and running[name] is None and not _port_free(ports[name]):
+            raise PortInUseError(
+                f"port {ports[name]} on {HOST} is in use by another program; choose another "
+                f"with {_PORT_OPTION[name]} or stop that program"
+            )
+    for name in SERVICES:  # a stale pid file could name a reused pid later
+        if not running[name] and _process(layout, name, None) is None:
+            layout.pid(name).unlink(missing_ok=True)
+
+    record = {"project": str(project), "env_file": str(layout.env), "tracking_uri": uri}
+    record |= {name: old[name] for name in SERVICES if running[name]}
+    started: list[str] = []
+    try:
+        api_url = f"http://{HOST}:{ports['prefect']}/api"
+        if not running["prefect"]:
+            _start_prefect(layout, record, ports["prefect"], project)
+            started.append("prefect")
+        if "mlflow" in wanted and not running["mlflow"]:
+            _start_mlflow(layout, record, ports["mlflow"], uri, project)
+            started.append("mlflow")
+        _wait(layout, "prefect", record, started, timeout, lambda: _prefect_healthy(api_url))
+        if worker:
+            ensure_pool(api_url)
+            if running["worker"] and "prefect" in started:
+                # A worker of the previous server: attach a fresh one to this server.
+                _terminate(running["worker"])
+                running["worker"] = None
+            if not running["worker"]:
+                name = _start_worker(layout, record, api_url, uri, project)
+                started.append("worker")
+                _wait(layout, "worker", record, started, timeout, lambda: _online(api_url, name))
+        if "mlflow" in wanted:
+            health = f"{record['mlflow']['url']}/health"
+            _wait(layout, "mlflow", record, started, timeout, lambda: _answers(health))
+    except BaseException:
+        for name in reversed(started):
+            if proc := _process(layout, name, record.get(name)):
+                _terminate(proc)
+            layout.pid(name).unlink(missing_ok=True)
+            record.pop(name, None)
+        _write_json(layout.record, record)
+        raise
+    _write_json(layout.record, record)
+    _write_env(layout, record)
+    result = json.loads(json.dumps(record))
+    for name in SERVICES:
+        if name in result:
+            result[name]["state"] = "started" if name in started else "already running"
+    return result
+
+
+def down(project_dir: str | Path | None = None, *, grace: float = 10.0) -> dict[str, str]:
+    """Stop the servers ``up`` started for this project: worker first, then servers.
+
+    Only a pid whose command line still is the one started is signalled: SIGTERM to
+    its process group, SIGKILL after ``grace`` seconds. Pid files, ``servers.json``
+    and the ``env`` file are removed. Nothing running is fine.
+
+    Args:
+        project_dir: Folder of the job file (default: the working directory).
+        grace: Seconds to wait after SIGTERM before SIGKILL.
+
+    Returns:
+        For each service with a pid file: ``stopped`` or ``not running``.
+    """
+    layout = _Layout.of(project_dir)
+    if not layout.folder.is_dir():
+        return {}
+    outcome: dict[str, str] = {}
+    with _locked(layout):
+        record = _read_record(layout)
+        for name in reversed(SERVICES):
+            if not layout.pid(name).exists():
+                continue
+            proc = _process(layout, name, record.get(name))
+            if proc is not None:
+                _terminate(proc, grace)
+            outcome[name] = "stopped" if proc is not None else "not running"
+            layout.pid(name).unlink(missing_ok=True)
+        layout.record.unlink(missing_ok=True)
+        layout.env.unlink(missing_ok=True)
+    return outcome
+
+
+def status(project_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The state of each service: ``running``, ``stopped`` or ``not answering``.
+
+    Args:
+        project_dir: Folder of the job file (default: the working directory).
+
+    Returns:
+        For ``prefect``, ``worker`` and ``mlflow``: ``state``, ``pid`` (None when
+        stopped) and ``url`` (None when unknown).
+    """
+    layout = _Layout.of(project_dir)
+    record = _read_record(layout)
+    api_url = (record.get("prefect") or {}).get("api_url")
+    rows: dict[str, dict[str, Any]] = {}
+    for name in SERVICES:
+        entry = record.get(name) or {}
+        proc = _process(layout, name, entry or None)
+        if name == "worker":
+            url = f"pool {POOL} on {api_url}" if entry and api_url else None
+            answers = bool(proc and api_url and _online(api_url, entry.get("name", "")))
+        else:
+            url = entry.get("url")
+            health = f"{entry.get('api_url') if name == 'prefect' else url}/health"
+            answers = bool(proc and _answers(health))
+        state = "stopped" if proc is None else ("running" if answers else "not answering")
+        rows[name] = {"state": state, "pid": proc.pid if proc else None, "url": url}
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Starting
+# ---------------------------------------------------------------------------
+
+
+def _start_prefect(layout: _Layout, record: dict[str, Any], port: int, cwd: Path) -> None:
+    url = f"http://{HOST}:{port}"
+    argv = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"{url}/api",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{layout.prefect_db}",
+    }
+    record["prefect"] = _launch(layout, "prefect", argv, env, cwd)
+    record["prefect"] |= {"port": port, "url": url, "api_url": f"{url}/api"}
+    _write_json(layout.record, record)
+
+
+def _start_mlflow(layout: _Layout, record: dict[str, Any], port: int, uri: str, cwd: Path) -> None:
+    # The UI reads artifacts of runs straight from their file: URIs; new experiments
+    # made in the UI get the same root the by-hand and flow paths use.
+    prepare_store(uri)
+    root = artifact_root(uri) or layout.folder.parent / "mlartifacts"
+    root.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    argv += ["--host", HOST, "--port", str(port), "--workers", "1"]
+    argv += ["--default-artifact-root", root.resolve().as_uri(), "--no-serve-artifacts"]
+    url = f"http://{HOST}:{port}"
+    # MLflow 3's server also starts a job runner and seven huey consumers (GenAI jobs):
+    # eight idle processes that take ~50 % of a core between them on a 2-core machine.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    record["mlflow"] = _launch(layout, "mlflow", argv, env, cwd)
+    record["mlflow"] |= {"port": port, "url": url, "tracking_uri": uri}
+    _write_json(layout.record, record)
+
+
+def _start_worker(
+    layout: _Layout, record: dict[str, Any], api_url: str, uri: str, cwd: Path
+) -> str:
+    name = f"sweepflow-{secrets.token_hex(4)}"
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL]
+    argv += ["--type", "process", "--name", name]
+    env = dict(os.environ)
+    env |= {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_TRACKING_URI": uri,  # flow runs log where the UI looks
+    }
+    # prefect.yaml's pull step: `{{ $SWEEPFLOW_PROJECT_DIR }}` left unresolved by
+    # `prefect deploy` is filled in from the worker's environment.
+    env.setdefault("SWEEPFLOW_PROJECT_DIR", str(cwd))
+    record["worker"] = _launch(layout, "worker", argv, env, cwd)
+    record["worker"] |= {"pool": POOL, "name": name}
+    _write_json(layout.record, record)
+    return name
+
+
+def _launch(
+    layout: _Layout, name: str, argv: list[str], env: dict[str, str], cwd: Path
+) -> dict[str, Any]:
+    """Start ``argv`` detached (own session, output to its log); write its pid file."""
+    import psutil
+
+    log = layout.log(name)
+    if log.exists():
+        log.replace(log.with_suffix(".log.1"))  # keep the previous run's log
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+        )  # fmt: skip
+    _CHILDREN[proc.pid] = proc
+    _write_text(layout.pid(name), f"{proc.pid}\n")
+    started = psutil.Process(proc.pid).create_time()
+    return {"pid": proc.pid, "argv": argv, "log": str(log), "started": started}
+
+
+def _wait(
+    layout: _Layout,
+    name: str,
+    record: dict[str, Any],
+    started: list[str],
+    timeout: float,
+    answers: Callable[[], object],
+) -> None:
+    """Wait until ``answers()``; fail early when a process this call started exits."""
+    deadline = time.monotonic() + timeout
+    missing: dict[str, int] = {}
+    while not answers():
+        for other in started:
+            # Gone on four checks in a row (~1 s): one failed read of /proc under load
+            # is not an exit.
+            gone = _process(layout, other, record.get(other)) is None
+            missing[other] = missing.get(other, 0) + 1 if gone else 0
+            if missing[other] >= 4:
+                raise ServerStartError(
+                    f"the {LABELS[other]} exited while starting; read {layout.log(other)}"
+                    + _last_line(layout.log(other))
+                )
+        if time.monotonic() > deadline:
+            where = record[name].get("url") or f"pool {POOL}"
+            hint = "" if name in started else " (restart it: sweepflow down; sweepflow up)"
+            raise ServerStartError(
+                f"the {LABELS[name]} (pid {record[name]['pid']}) did not answer at {where} "
+                f"within {timeout:g} s; read {layout.log(name)}{hint}"
+                + _last_line(layout.log(name))
+            )
+        time.sleep(0.25)
+
+
+def ensure_pool(api_url: str, name: str = POOL) -> None:
+    """Create the process work pool ``name`` (default ``sweepflow``) unless it exists."""
+    if _answers(f"{api_url}/work_pools/{name}"):
+        return
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
+
+    pool = WorkPoolCreate(
+        name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()
+    )
+    with SyncPrefectClient(api_url) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(pool)
+
+
+def _port(name: str, given: int | None, record: dict[str, Any], running: dict[str, Any]) -> int:
+    """The port to use: argument > ``$SWEEPFLOW_*_PORT`` > running server > default."""
+    variable = _PORT_ENV[name]
+    if given is None and os.environ.get(variable):
+        text = os.environ[variable]
+        if not (text.isdigit() and 0 < int(text) < 65536):
+            raise SweepflowError(f"{variable}={text!r} is not a port number (1-65535)")
+        given = int(text)
+    current = record[name]["port"] if running[name] else None
+    if current is not None and given is not None and given != current:
+        raise SweepflowError(
+            f"the {LABELS[name]} of this project already runs on port {current}; "
+            f"run `sweepflow down` first to move it to port {given}"
+        )
+    return given or current or _DEFAULT_PORT[name]
+
+
+def _prefect_healthy(api_url: str) -> bool:
+    return _answers(f"{api_url}/health") is not None
+
+
+def _online(api_url: str, worker_name: str) -> bool:
+    """Whether the worker ``worker_name`` is ONLINE in the ``sweepflow`` pool."""
+    body = _answers(
+        f"{api_url}/work_pools/{POOL}/workers/filter", data=b'{"offset": 0, "limit": 200}'
+    )
+    try:
+        workers = json.loads(body) if body else []
+    except ValueError:
+        return False
+    return any(w.get("name") == worker_name and w.get("status") == "ONLINE" for w in workers)
+
+
+def _process(layout: _Layout, name: str, entry: dict[str, Any] | None) -> Any:
+    """The ``psutil.Process`` of ``name`` if its pid file names a live process that
+    is still the one started (same command line and start time), else None."""
+    import psutil
+
+    try:
+        pid = int(layout.pid(name).read_text().strip())
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(pid)
+            return None
+        cmdline, created = proc.cmdline(), proc.create_time()
+    except (OSError, ValueError, psutil.Error):
+        return None
+    if entry and entry.get("argv"):
+        same = cmdline == entry["argv"] and abs(created - entry.get("started", created)) < 1
+    else:
+        sig = _SIGNATURE[name]
+        same = any(cmdline[i : i + len(sig)] == sig for i in range(len(cmdline)))
+    return proc if same else None

@@ -1,0 +1,6 @@
+"""The files users write, checked with file:line errors before anything starts.
+
+- ``source``: YAML read with the line of every key.
+- ``jobs``: the job file schema (``sweepflow.yaml``) and ``load_jobs``.
+- ``profiles``, ``profile_models``: execution profiles ("cards").
+"""

@@ -1,0 +1,523 @@
+"""Job files: the ``sweepflow.yaml`` schema (pydantic) and :func:`load_jobs`.
+
+A job file maps job names to jobs. Structural problems (YAML syntax, unknown keys,
+wrong types) make the whole file invalid and are all reported at once, each with its
+``file:line`` and key path. A job's own semantic problems (no command, a sweep syntax
+error, ``zip`` lists of unequal length) surface only when that job is expanded.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+
+from sweepflow.errors import JobError, JobFileError
+from sweepflow.spec.source import Source, format_path, suggest
+
+__all__ = [
+    "DEFAULT_FILES",
+    "Job",
+    "JobFile",
+    "Optimize",
+    "Schedule",
+    "SweepSet",
+    "find_job_file",
+    "load_jobs",
+]
+
+DEFAULT_FILES = ("sweepflow.yaml", "hydraflow.yaml")
+_JOB_ALIASES = {"steps": "sets", "with": "add"}
+_SET_ALIASES = {"batch": "each", "args": "all", "with": "add"}
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+_JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_CRON_FIELD = re.compile(r"[\d*/,\-A-Za-z?LW#]+")
+_MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
+def _words(value: Any) -> Any:
+    """Accept a list of strings where a sweep string is expected (joined by spaces)."""
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return " ".join(str(v) for v in value)
+    return value
+
+
+def _seeds_spec(value: Any) -> Any:
+    """``seeds`` is a count or a sweep token; reject what would be silently coerced."""
+    if (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, int) and not isinstance(value, bool))
+    ):
+        return value
+    raise ValueError(f"expected a count (3) or a token such as seed=0:4, got {value!r}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class SweepSet(_Model):
+    """One parameter set of a job.
+
+    Attributes:
+        each: Tokens swept across batches (one batch per combination).
+        all: Tokens swept inside each batch (``key=v1,v2`` items).
+        add: Arguments appended verbatim; merged key by key with the job's ``add``.
+        zip: Linked tokens advanced together (equal lengths), e.g. ``lr=0.1,0.01 wd=1,2``.
+        seeds: Replicates: ``N`` means ``seed=0:N-1``; or a token such as ``seed=0:4``.
+    """
+
+    each: str = Field("", description="Tokens swept across batches.")
+    all: str = Field("", description="Tokens swept inside each batch.")
+    add: str | None = Field(None, description="Arguments appended verbatim.")
+    zip: str = Field("", description="Linked parameters advanced together.")
+    seeds: int | str | None = Field(None, description="Replicates: N or seed=0:4.")
+
+    _each = field_validator("each", "all", "add", "zip", mode="before")(_words)
+    _seeds = field_validator("seeds", mode="before")(_seeds_spec)
+
+
+class Schedule(_Model):
+    """A cron schedule for the job's deployment."""
+
+    cron: str = Field(description="Five-field cron expression, e.g. '0 3 * * *'.")
+    timezone: str | None = Field(None, description="IANA time zone, e.g. 'Europe/Berlin'.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
+            raise ValueError(
+                f"'{value}' is not a five-field cron expression (minute hour day month "
+                "weekday), e.g. '0 3 * * *'"
+            )
+        return value
+
+
+Direction = Literal["minimize", "maximize"]
+
+
+class Optimize(_Model):
+    """A search instead of a sweep: trials asked from an Optuna study.
+
+    Attributes:
+        metric: The metric (or metrics, multi-objective) each trial reports.
+        direction: ``minimize`` / ``maximize``, one per metric.
+        space: The search space in sweep syntax: ``a:b`` ranges (int or float; a step
+            makes them stepped), ``log(a:b)`` log-uniform, comma lists categorical,
+            single values fixed.
+    """
+
+    metric: str | tuple[str, ...] = Field(description="Metric(s) each trial reports.")
+    direction: Direction | tuple[Direction, ...] = Field(
+        "minimize", description="minimize or maximize (a list for several metrics)."
+    )
+    space: str = Field(description="Search space in sweep syntax, e.g. lr=log(1e-5:1e-1).")
+    n_trials: int | None = Field(
+        None, ge=1, description="Trials in the study (default: the grid's size, else 20)."
+    )
+    parallel: int | None = Field(
+        None, ge=1, description="Trials in flight at once (default: the profile's capacity)."
+    )
+    sampler: Literal["tpe", "random", "cmaes", "grid", "qmc"] = Field(
+        "tpe", description="Optuna sampler; TPE asks with constant_liar."
+    )
+    seed: int | None = Field(0, description="Sampler seed (None: not reproducible).")
+    pruner: Literal["none", "median", "hyperband"] = Field(
+        "none", description="Stop unpromising trials early (they report steps)."
+    )
+    storage: str | None = Field(
+        None, description="Optuna storage URL or journal file (default: the state folder)."
+    )
+    study: str | None = Field(None, description="Study name (default: the job's name).")
+
+    _space = field_validator("space", mode="before")(_words)
+
+    @field_validator("metric", "direction", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metric names, in order."""
+        return (self.metric,) if isinstance(self.metric, str) else self.metric
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """One direction per metric (a single direction applies to all)."""
+        if isinstance(self.direction, str):
+            return (self.direction,) * len(self.metrics)
+        return self.direction
+
+
+class Job(_Model):
+    """One job of a job file: a command, its parameter sets, and how to run it."""
+
+    name: str = Field("", description="MLflow experiment name; defaults to the job's key.")
+    run: str | None = Field(None, description="Command run per trial (no shell).")
+    call: str | None = Field(None, description="Python function 'module:function'.")
+    submit: str | None = Field(None, description="Handler given one parameter file.")
+    add: str = Field("", description="Arguments appended verbatim to every command.")
+    sets: tuple[SweepSet, ...] = Field((), description="Parameter sets.")
+    seeds: int | str | None = Field(None, description="Replicates for every set.")
+    per: Literal["trial", "batch"] = Field("trial", description="Task granularity.")
+    chunk: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Trials per Prefect task; 'auto' groups short trials."
+    )
+    profile: str | None = Field(None, description="Execution profile name or path.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Dask worker resources each task needs, e.g. {gpu: 1} (Dask profiles).",
+    )
+    retries: int = Field(0, ge=0, description="Retries of a failed trial.")
+    timeout: float | None = Field(None, gt=0, description="Seconds (or '10m', '1h30m').")
+    cache: bool = Field(True, description="Reuse results of unchanged trials.")
+    watch: tuple[str, ...] = Field((), description="Globs of files in the code fingerprint.")
+    preload: tuple[str, ...] = Field(
+        (),
+        description="Modules imported once by a warm interpreter that forks each trial "
+        "(run: python script.py jobs); a list or a string of names.",
+    )
+    schedule: Schedule | None = Field(None, description="Cron schedule of the deployment.")
+    optimize: Optimize | None = Field(None, description="Search the space with Optuna.")
+    tags: tuple[str, ...] = Field((), description="Tags for MLflow and Prefect.")
+    description: str = Field("", description="Free text shown by 'sweepflow show'.")
+
+    _key: str = PrivateAttr("")
+    _source: Source | None = PrivateAttr(None)
+
+    _add = field_validator("add", mode="before")(_words)
+    _seeds = field_validator("seeds", mode="before")(_seeds_spec)
+
+    @field_validator("watch", "tags", "preload", mode="before")
+    @classmethod
+    def _string_list(cls, value: Any) -> Any:
+        return value.split() if isinstance(value, str) else value
+
+    @field_validator("preload")
+    @classmethod
+    def _module_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _MODULE.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a module name: write a list ([numpy, pandas]) or "
+                    "names separated by spaces ('numpy pandas')"
+                )
+        return value
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        return {"cron": value} if isinstance(value, str) else value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = _DURATION.fullmatch(value.strip())
+        if not value.strip() or not match or not any(match.groups()):
+            raise ValueError(f"'{value}' is not a duration: write seconds (90) or 90s, 10m, 1h30m")
+        h, m, s = (float(g) if g else 0.0 for g in match.groups())
+        return h * 3600 + m * 60 + s
+
+    @property
+    def key(self) -> str:
+        """The job's name in the job file."""
+        return self._key
+
+    @property
+    def experiment(self) -> str:
+        """The MLflow experiment name: ``name`` or the job's key."""
+        return self.name or self._key
+
+    @property
+    def commands_given(self) -> list[str]:
+        """Which of ``run`` / ``call`` / ``submit`` the job sets (unchecked)."""
+        return [k for k in ("run", "call", "submit") if getattr(self, k) is not None]
+
+    @property
+    def kind(self) -> Literal["run", "call", "submit"]:
+        """Which of ``run`` / ``call`` / ``submit`` the job uses (checked)."""
+        given = self.commands_given
+        if len(given) != 1:
+            what = "none of" if not given else "more than one of"
+            raise self.error(
+                f"has {what} run / call / submit: give exactly one, e.g. 'run: python train.py'"
+            )
+        return given[0]  # type: ignore[return-value]
+
+    @property
+    def command(self) -> str:
+        """The value of the job's ``run`` / ``call`` / ``submit`` key."""
+        return getattr(self, self.kind)
+
+    def where(self, *path: str | int) -> str:
+        """``key path at file:line`` for messages about this job."""
+        full = ("jobs", self._key, *path)
+        place = self._source.where(full) if self._source else "?"
+        return f"{format_path(full)} at {place}"
+
+    def error(self, message: str, *path: str | int) -> JobError:
+        """A :class:`JobError` located at this job (or a key path below it)."""
+        return JobError(f"Job '{self._key}' {message} ({self.where(*path)})")
+
+    def plan(self, overrides: list[str] | tuple[str, ...] = ()):  # -> Plan
+        """Compile the job (and command-line overrides) into a lazy expansion plan."""
+        from sweepflow.plan.expansion import Plan
+
+        self._check_preload()
+        return Plan.compile(self, list(overrides))
+
+    def _check_preload(self) -> None:
+        """``preload`` needs a job whose trials are ``python script.py`` (or ``-m``)."""
+        if not self.preload or len(self.commands_given) != 1:
+            return  # off, or the missing/extra command is reported on its own
+        if self.kind != "run":
+            raise self.error(
+                f"is a {self.kind}: job; preload (warm starts) applies to run: python "
+                "script.py jobs: remove it",
+                "preload",
+            )
+        if self.per == "batch":
+            raise self.error(
+                "has preload: and per: batch; preload applies to per: trial jobs (a batch "
+                "is one Hydra --multirun command): remove one of them",
+                "preload",
+            )
+        from sweepflow.execution.warm import python_command
+
+        try:
+            argv = shlex.split(self.command)
+        except ValueError:
+            return  # an unsplittable command is reported when its argv is made
+        try:
+            python_command(argv)
+        except ValueError as exc:
+            raise self.error(
+                f"has preload: but {exc}; preload needs run: python [options] script.py "
+                "or python -m module",
+                "preload",
+            ) from None
+
+    def batches(self) -> list[list[str]]:
+        """Every batch: the ``each`` assignment followed by the ``all`` lists."""
+        return [list(batch) for batch in self.plan().iter_batch_args()]
+
+    def trials(self) -> list[dict[str, str]]:
+        """Every concrete assignment, in batch order (``all`` lists expanded)."""
+        return list(self.plan().iter_trials())
+
+    def iter_trials(self) -> Iterator[dict[str, str]]:
+        """Stream the trials in constant memory."""
+        return self.plan().iter_trials()
+
+
+class JobFile(_Model):
+    """A whole job file: ``jobs`` by name."""
+
+    jobs: dict[str, Job] = Field(default_factory=dict, description="Jobs by name.")
+
+    _source: Source | None = PrivateAttr(None)
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _names(cls, jobs: Any) -> Any:
+        for name in jobs if isinstance(jobs, dict) else ():
+            if not _JOB_NAME.fullmatch(str(name)) or str(name) in {".", ".."}:
+                raise ValueError(
+                    f"job name {name!r} cannot name a folder in the state folder: use "
+                    "letters, digits, '_', '.' and '-' (e.g. train_small)"
+                )
+        return jobs
+
+    @property
+    def path(self) -> Path | None:
+        """Where the file was read from."""
+        return self._source.path if self._source else None
+
+    def job(self, name: str) -> Job:
+        """Return the job called ``name``, or raise with the valid names."""
+        if name in self.jobs:
+            return self.jobs[name]
+        where = self._source.display if self._source else "the job file"
+        names = ", ".join(self.jobs) or "none"
+        hint = suggest(name, list(self.jobs))
+        if not hint.startswith(" —"):
+            hint = ""
+        raise JobError(f"No job '{name}' in {where}{hint} (jobs: {names})")
+
+
+def find_job_file(directory: str | Path = ".") -> Path:
+    """Return ``sweepflow.yaml`` (or else ``hydraflow.yaml``) in ``directory``."""
+    for name in DEFAULT_FILES:
+        candidate = Path(directory) / name
+        if candidate.is_file():
+            return candidate
+    raise JobFileError(
+        [f"No job file in {Path(directory).resolve()}: create sweepflow.yaml (or pass --file PATH)"]
+    )
+
+
+def load_jobs(path: str | Path | None = None) -> JobFile:
+    """Load and validate a job file (default: ``sweepflow.yaml`` in the cwd).
+
+    Raises:
+        JobFileError: Listing every structural problem with its file:line and key path.
+    """
+    source = Source.read(path if path is not None else find_job_file())
+    problems: list[str] = []
+    data = _normalise(source, problems)
+    try:
+        jobfile = JobFile.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_describe(source, error) for error in exc.errors())
+    if problems:
+        raise JobFileError(sorted(problems, key=_line_of))
+    jobfile._source = source
+    for key, job in jobfile.jobs.items():
+        job._key, job._source = key, source
+    return jobfile
+
+
+def _line_of(problem: str) -> int:
+    match = re.search(r":(\d+)\b", problem)
+    return int(match.group(1)) if match else 0
+
+
+def _normalise(source: Source, problems: list[str]) -> Any:
+    """Rename aliases (``steps``, ``batch``, ``args``), recording their lines."""
+    data = source.data
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"{source.display} must be a mapping with a 'jobs' key")
+        return {}
+    jobs = data.get("jobs")
+    if not isinstance(jobs, dict):
+        return data
+    for name, job in jobs.items():
+        path = ("jobs", str(name))
+        job = _rename(source, job, _JOB_ALIASES, path, problems)
+        jobs[name] = job
+        if isinstance(job, dict) and isinstance(job.get("sets"), list):
+            job["sets"] = [
+                _rename(source, item, _SET_ALIASES, (*path, "sets", i), problems)
+                for i, item in enumerate(job["sets"])
+            ]
+    return data
+
+
+def _rename(
+    source: Source, item: Any, aliases: dict[str, str], path: tuple, problems: list[str]
+) -> Any:
+    if not isinstance(item, dict):
+        return item
+    renamed = dict(item)
+    for alias, name in aliases.items():
+        if alias not in renamed:
+            continue
+        if name in renamed:
+            problems.append(
+                f"Both '{name}' and its alias '{alias}' in {format_path(path)} at "
+                f"{source.where((*path, alias))}: keep one"
+            )
+            del renamed[alias]
+            continue
+        renamed[name] = renamed.pop(alias)
+        if (*path, alias) in source.lines:
+            source.lines[(*path, name)] = source.lines[(*path, alias)]
+            _move_lines(source, (*path, alias), (*path, name))
+    return renamed
+
+
+def _move_lines(source: Source, old: tuple, new: tuple) -> None:
+    for key in [k for k in source.lines if k[: len(old)] == old and len(k) > len(old)]:
+        source.lines[new + key[len(old) :]] = source.lines[key]
+
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "list_type": "a list",
+    "tuple_type": "a list",
+}
+
+
+def _describe(source: Source, error: dict[str, Any]) -> str:
+    """One line for one pydantic error: what, where, how to fix."""
+    loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+    kind = error["type"]
+    if kind == "invalid_key":
+        parent = loc[:-1]
+        return (
+            f"Invalid key {error.get('input')!r} in {format_path(parent)} at {source.where(loc)}:"
+            " keys must be names; an unquoted comma in a YAML flow mapping ({each: a=1,2})"
+            " splits the value, so quote it ({each: 'a=1,2'})"
+        )
+    if kind == "extra_forbidden":
+        parent, key = loc[:-1], str(loc[-1])
+        fields = _fields_at(parent)
+        return (
+            f"Unknown key '{key}' in {format_path(parent) or 'the top level'} at "
+            f"{source.where(loc)}{suggest(key, fields)}"
+        )
+    got = error.get("input")
+    got_text = f", got {got!r}" if not isinstance(got, (dict, list)) else ""
+    if kind == "literal_error":
+        what = "expected " + error["msg"].removeprefix("Input should be ") + got_text
+    elif _TYPE_WORDS.get(kind):
+        what = f"expected {_TYPE_WORDS[kind]}{got_text}"
+    else:
+        what = error["msg"].removeprefix("Value error, ") + (
+            got_text if kind.startswith(("greater", "literal")) else ""
+        )
+    return f"Invalid value for {format_path(loc)} at {source.where(loc)}: {what}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    """Pydantic inserts union member names (``int``, ``str``) into error locations."""
+    return isinstance(part, str) and (
+        part in {"int", "str", "float", "bool", "none"} or "[" in part or part == "Schedule"
+    )
+
+
+def _fields_at(path: tuple) -> list[str]:
+    model: type[BaseModel] = JobFile
+    depth = len(path)
+    if depth >= 2:
+        model = Job
+    if depth >= 4 and path[2] == "sets":
+        model = SweepSet
+    if depth >= 3 and path[2] == "schedule":
+        model = Schedule
+    if depth >= 3 and path[2] == "optimize":
+        model = Optimize
+    names = list(model.model_fields)
+    if model is Job:
+        names += list(_JOB_ALIASES)
+    if model is SweepSet:
+        names += list(_SET_ALIASES)
+    return names

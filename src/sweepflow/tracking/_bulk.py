@@ -1,0 +1,355 @@
+"""MLflow's SQL tables written directly, many runs per transaction, without MLflow.
+
+Two costs made the flow process slow. ``import mlflow`` and its SQL store take ~4 s
+of CPU in every ``sweepflow run`` (pandas, the GenAI modules, the ORM models), and
+MLflow's client spends ~25 ms per trial (``create_run``, ``log_batch``,
+``set_terminated``: a session, a query and a commit each), more than a short trial.
+For a SQL store (the default SQLite one, or PostgreSQL/MySQL) this module writes the
+rows MLflow writes (experiment; run with its ``mlflow.runName`` and ``mlflow.user``
+tags; params; metric history and latest values; status) with SQLAlchemy Core, on the
+tables as they are in the database (reflected), hundreds of runs per transaction.
+
+It is used only when the database's schema is the installed MLflow's (its Alembic
+revision equals that of the per-user empty store MLflow made, see
+``_tracking_uri._template``) and has every column written here; otherwise MLflow's
+client does everything. What users read (the UI, the analysis API) goes through MLflow.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from sweepflow.tracking.uri import local_path
+
+__all__ = ["BulkStore", "Finished", "new_run_id"]
+
+_MAX_FLOAT = 1.7976931348623157e308  # what MLflow stores for +/- infinity
+_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_TABLES = ("experiments", "runs", "tags", "params", "metrics", "latest_metrics")
+_WRITTEN = {  # the columns written here: a schema without one of them is not ours
+    "experiments": {"name", "artifact_location", "lifecycle_stage", "creation_time"},
+    "runs": {"run_uuid", "name", "experiment_id", "status", "start_time", "end_time"},
+    "tags": {"key", "value", "run_uuid"},
+    "params": {"key", "value", "run_uuid"},
+    "metrics": {"key", "value", "timestamp", "step", "is_nan", "run_uuid"},
+    "latest_metrics": {"key", "value", "timestamp", "step", "is_nan", "run_uuid"},
+}
+_OPEN: dict[str, BulkStore | None] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def new_run_id() -> str:
+    """A run id as MLflow makes them (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Finished:
+    """A finished trial's run: how it ended and what it logged."""
+
+    run_id: str
+    status: str | None  # FINISHED, FAILED or KILLED; None leaves the run as it is
+    end_ms: int
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: list[tuple[str, float, int, int]] = field(default_factory=list)  # key, value, step, ts
+    tags: dict[str, str] = field(default_factory=dict)
+    artifacts: list[tuple[Path, str | None]] = field(default_factory=list)  # file, folder in run
+
+
+@dataclass
+class Stale:
+    """A run left RUNNING: its id, tags and params."""
+
+    run_id: str
+    tags: dict[str, str]
+    params: dict[str, str]
+
+
+class BulkStore:
+    """Direct, batched writes to an MLflow SQL store (see the module docstring)."""
+
+    def __init__(self, uri: str, engine: Any, tables: dict[str, Any]) -> None:
+        self.uri, self.engine, self.t = uri, engine, tables
+        self._locations: dict[str, str] = {}  # experiment id -> artifact location
+        self._artifact_uris: dict[str, str] = {}  # run id -> its artifact URI
+
+    @classmethod
+    def open(cls, uri: str, head: str | None) -> BulkStore | None:
+        """The store at ``uri`` (opened once per process), or None when it is not a SQL
+        store at Alembic revision ``head`` with the expected tables."""
+        with _OPEN_LOCK:
+            if uri not in _OPEN:
+                _OPEN[uri] = cls._connect(uri, head)
+            return _OPEN[uri]
+
+    @classmethod
+    def _connect(cls, uri: str, head: str | None) -> BulkStore | None:
+        if head is None or urlparse(uri).scheme.partition("+")[0] not in _SQL_SCHEMES:
+            return None
+        import sqlalchemy as sa
+
+        sqlite = uri.startswith("sqlite")
+        engine = sa.create_engine(uri, connect_args={"timeout": 30} if sqlite else {})
+        try:
+            with engine.connect() as connection:
+                revision = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+                if [row[0] for row in revision] != [head]:
+                    raise LookupError("another MLflow schema")
+            metadata = sa.MetaData()
+            metadata.reflect(engine, only=_TABLES)
+        except Exception:  # not MLflow's schema of the installed version: MLflow decides
+            engine.dispose()
+            return None
+        tables = {name: metadata.tables[name] for name in _TABLES}
+        if any(not need <= set(tables[n].c.keys()) for n, need in _WRITTEN.items()):
+            engine.dispose()
+            return None
+        # Closing the connections folds SQLite's write-ahead log into the database
+        # file, so that file alone holds every run even when the process exits quickly.
+        atexit.register(engine.dispose)
+        return cls(uri, engine, tables)
+
+    # -- experiments -----------------------------------------------------------------
+    def experiment(self, name: str, location: str | None) -> str:
+        """The id of the active experiment ``name``, created (artifacts at ``location``,
+        else MLflow's default for the store) if missing."""
+        import sqlalchemy as sa
+
+        exp = self.t["experiments"]
+        query = sa.select(exp.c.experiment_id, exp.c.lifecycle_stage).where(exp.c.name == name)
+        with self.engine.begin() as db:
+            found = db.execute(query).first()
+            if found is None:
+                now = _now_ms()
+                row = {"name": name, "artifact_location": location, "lifecycle_stage": "active"}
+                row |= {"creation_time": now, "last_update_time": now}
+                try:
+                    new_id = db.execute(sa.insert(exp).values(row)).inserted_primary_key[0]
+                except sa.exc.IntegrityError:  # another process made it meanwhile
+                    db.rollback()
+                    found = db.execute(query).first()
+                else:
+                    if location is None:
+                        location = self._default_location(db, new_id)
+                        update = sa.update(exp).where(exp.c.experiment_id == new_id)
+                        db.execute(update.values(artifact_location=location))
+                    self._locations[str(new_id)] = location
+                    return str(new_id)
+        if found.lifecycle_stage != "active":
+            raise LookupError(
+                f"MLflow experiment '{name}' is deleted: restore it (mlflow experiments "
+                f"restore --experiment-id {found.experiment_id}) or name the job otherwise"
+            )
+        return str(found.experiment_id)
+
+    def _default_location(self, db: Any, experiment_id: int) -> str:
+        """MLflow's default: the Default experiment's folder with this id instead of 0."""
+        import sqlalchemy as sa
+
+        exp = self.t["experiments"]
+        query = sa.select(exp.c.artifact_location).where(exp.c.experiment_id == 0)
+        default = db.execute(query).scalar() or "./mlruns/0"
+        return f"{default.rstrip('/').rpartition('/')[0]}/{experiment_id}"
+
+    def artifact_uri(self, experiment_id: str, run_id: str) -> str:
+        """Where the artifacts of ``run_id`` go (as MLflow's ``create_run`` sets it)."""
+        if experiment_id not in self._locations:
+            import sqlalchemy as sa
+
+            exp = self.t["experiments"]
+            query = sa.select(exp.c.artifact_location)
+            with self.engine.connect() as db:
+                location = db.execute(query.where(exp.c.experiment_id == int(experiment_id)))
+                self._locations[experiment_id] = location.scalar() or ""
+        return f"{self._locations[experiment_id].rstrip('/')}/{run_id}/artifacts"
+
+    # -- runs ------------------------------------------------------------------------
+    def create(
+        self, experiment_id: str, runs: Iterable[tuple[str, str, dict[str, str]]], start_ms: int
+    ) -> None:
+        """Create RUNNING runs ``(run_id, name, tags)`` in one transaction."""
+        import sqlalchemy as sa
+
+        run_rows, tag_rows = [], []
+        for run_id, name, tags in runs:
+            self._artifact_uris[run_id] = self.artifact_uri(experiment_id, run_id)
+            run_rows.append(
+                {
+                    "run_uuid": run_id,
+                    "name": name,
+                    "artifact_uri": self._artifact_uris[run_id],
+                    "experiment_id": int(experiment_id),
+                    "source_type": "UNKNOWN",
+                    "source_name": "",
+                    "entry_point_name": "",
+                    "user_id": tags.get("mlflow.user", "unknown"),
+                    "status": "RUNNING",
+                    "start_time": start_ms,
+                    "end_time": None,
+                    "deleted_time": None,
+                    "source_version": "",
+                    "lifecycle_stage": "active",
+                }
+            )
+            tag_rows += [
+                {"key": k, "value": str(v)[:8000], "run_uuid": run_id}
+                for k, v in {**tags, "mlflow.runName": name}.items()
+            ]
+        known = set(self.t["runs"].c.keys())
+        run_rows = [{k: v for k, v in row.items() if k in known} for row in run_rows]
+        with self.engine.begin() as db:
+            db.execute(sa.insert(self.t["runs"]), run_rows)
+            if tag_rows:
+                db.execute(sa.insert(self.t["tags"]), tag_rows)
+
+    def finish(self, runs: list[Finished]) -> None:
+        """Log ``runs`` and set their status in one transaction (raises if a row exists
+        already, e.g. a param the program logged itself; nothing is written then)."""
+        import sqlalchemy as sa
+
+        params, tags, metrics, latest_rows = [], [], [], []
+        for run in runs:
+            params += [
+                {"key": k, "value": str(v)[:8000], "run_uuid": run.run_id}
+                for k, v in run.params.items()
+            ]
+            tags += [
+                {"key": k, "value": str(v)[:8000], "run_uuid": run.run_id}
+                for k, v in run.tags.items()
+            ]
+            latest: dict[str, dict[str, Any]] = {}
+            for key, value, step, ts in run.metrics:
+                is_nan = math.isnan(value)
+                stored = 0.0 if is_nan else max(-_MAX_FLOAT, min(_MAX_FLOAT, value))
+                row = {
+                    "key": key,
+                    "value": stored,
+                    "timestamp": ts,
+                    "step": step,
+                    "is_nan": is_nan,
+                    "run_uuid": run.run_id,
+                }
+                metrics.append(row)
+                old = latest.get(key)
+                if old is None or (step, ts, stored) >= (
+                    old["step"],
+                    old["timestamp"],
+                    old["value"],
+                ):
+                    latest[key] = row
+            latest_rows += latest.values()
+        with self.engine.begin() as db:
+            for name, rows in (
+                ("params", params),
+                ("tags", tags),
+                ("metrics", metrics),
+                ("latest_metrics", latest_rows),
+            ):
+                if rows:
+                    db.execute(sa.insert(self.t[name]), rows)
+            ends: dict[tuple[str, int], list[str]] = {}
+            for run in runs:
+                if run.status is not None:
+                    ends.setdefault((run.status, run.end_ms), []).append(run.run_id)
+            for (status, end_ms), ids in ends.items():
+                self._set_status(db, ids, status, end_ms)
+        for run in runs:
+            self._copy_artifacts(run)
+
+    def set_status(self, run_ids: list[str], status: str, end_ms: int | None = None) -> None:
+        """End runs (``KILLED``, ``FINISHED``...) without logging anything."""
+        with self.engine.begin() as db:
+            self._set_status(db, run_ids, status, end_ms or _now_ms())
+
+    def _set_status(self, db: Any, run_ids: list[str], status: str, end_ms: int) -> None:
+        import sqlalchemy as sa
+
+        runs = self.t["runs"]
+        query = sa.update(runs).where(runs.c.run_uuid.in_(run_ids))
+        db.execute(query.values(status=status, end_time=end_ms))
+
+    def running(self, experiment_id: str, key: str, value: str) -> list[Stale]:
+        """The RUNNING runs of an experiment with tag ``key`` = ``value``."""
+        import sqlalchemy as sa
+
+        runs, tags, params = self.t["runs"], self.t["tags"], self.t["params"]
+        query = (
+            sa.select(runs.c.run_uuid)
+            .join(tags, tags.c.run_uuid == runs.c.run_uuid)
+            .where(
+                runs.c.experiment_id == int(experiment_id),
+                runs.c.status == "RUNNING",
+                runs.c.lifecycle_stage == "active",
+                tags.c.key == key,
+                tags.c.value == value,
+            )
+        )
+        with self.engine.connect() as db:
+            ids = [row[0] for row in db.execute(query)]
+            found = {i: Stale(i, {}, {}) for i in ids}
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                for table, attr in ((tags, "tags"), (params, "params")):
+                    rows = db.execute(
+                        sa.select(table.c.run_uuid, table.c.key, table.c.value).where(
+                            table.c.run_uuid.in_(part)
+                        )
+                    )
+                    for run_id, k, v in rows:
+                        getattr(found[run_id], attr)[k] = v
+        return list(found.values())
+
+    def _copy_artifacts(self, run: Finished) -> None:
+        if not run.artifacts:
+            return
+        root = local_path(self.artifact_uri_of(run.run_id))
+        if root is None:  # a remote artifact store: MLflow's client uploads
+            from mlflow import MlflowClient
+
+            client = MlflowClient(tracking_uri=self.uri)
+            for path, folder in run.artifacts:
+                client.log_artifact(run.run_id, str(path), folder)
+            return
+        for path, folder in run.artifacts:
+            target = root / folder if folder else root
+            target.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():
+                shutil.copytree(path, target / path.name, dirs_exist_ok=True)
+            else:
+                shutil.copyfile(path, target / path.name)
+
+    def artifact_uri_of(self, run_id: str) -> str:
+        """The artifact URI recorded for ``run_id``."""
+        if run_id not in self._artifact_uris:
+            import sqlalchemy as sa
+
+            runs = self.t["runs"]
+            with self.engine.connect() as db:
+                query = sa.select(runs.c.artifact_uri).where(runs.c.run_uuid == run_id)
+                self._artifact_uris[run_id] = db.execute(query).scalar() or ""
+        return self._artifact_uris[run_id]
+
+    def write_artifact(self, run_id: str, name: str, text: str) -> None:
+        """Write a text file among the artifacts of ``run_id``."""
+        root = local_path(self.artifact_uri_of(run_id))
+        if root is None:
+            from mlflow import MlflowClient
+
+            MlflowClient(tracking_uri=self.uri).log_text(run_id, text, name)
+            return
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
