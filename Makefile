@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test check lint bench clean
 
 venv: $(STAMP)
 
@@ -28,12 +28,19 @@ demo: venv
 	cd examples && ../$(BIN)/sweepflow run job_sequential --dry-run
 	cd examples && ../$(BIN)/sweepflow run job_sequential
 
+# Every test: unit, flow, server, browser and SLURM tiers (what CI runs).
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast tier for the edit-test loop: pure logic and in-process libraries, no Prefect
+# API, browser or SLURM (tests/conftest.py marks the rest `e2e`). Under a minute.
+check: venv
+	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: venv
 	$(BIN)/python bench/expand.py

@@ -210,3 +210,18 @@ def slurm_cluster() -> Iterator[dict[str, str | int]]:
                 RuntimeWarning,
                 stacklevel=1,
             )
+
+
+# The test pyramid: `make check` runs the fast tier (`-m "not e2e"`), `make test` all.
+# A test is end-to-end when it needs a real service (the Prefect API, a browser, SLURM)
+# or is marked as such; the rest test pure logic or one real library in-process.
+_E2E_FIXTURES = {"prefect_api", "browser", "slurm_cluster"}
+_E2E_MARKERS = {"slow", "slurm", "browser", "servers", "gpu", "e2e"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        marked = {mark.name for mark in item.iter_markers()}
+        if fixtures & _E2E_FIXTURES or marked & _E2E_MARKERS:
+            item.add_marker(pytest.mark.e2e)

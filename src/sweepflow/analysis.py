@@ -140,10 +140,12 @@ class RunCollection(Sequence[Run]):
         """
         conditions = {_resolve_key(key, self._runs): value for key, value in params.items()}
         return RunCollection(
-            run
-            for run in self._runs
-            if (predicate is None or predicate(run))
-            and all(_matches(_value(run, k), v, k) for k, v in conditions.items())
+            [
+                run
+                for run in self._runs
+                if (predicate is None or predicate(run))
+                and all(_matches(_value(run, k), v, k) for k, v in conditions.items())
+            ]
         )
 
     def get(self, predicate: Callable[[Run], bool] | None = None, /, **params: Any) -> Run:

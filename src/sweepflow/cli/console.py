@@ -210,7 +210,7 @@ def _prestart(profile: Profile, project: Path) -> None:
     from sweepflow.tracking.writer import default_tracking_uri
 
     kwargs = local_cluster_kwargs(profile, api, default_tracking_uri(project), state_dir(project))
-    start(kwargs, profile.adapt_kwargs())  # type: ignore[attr-defined]
+    start(kwargs, profile.adapt_kwargs())
 
 
 def _run_flow(*, debug: bool, needs_server: bool, **parameters: Any) -> int:
@@ -237,8 +237,8 @@ def _run_flow(*, debug: bool, needs_server: bool, **parameters: Any) -> int:
             Console(stderr=True).print(
                 "starting this project's Prefect server for the Dask workers"
             )
-            started = up(Path(parameters["job_file"]).parent, worker=False, mlflow=False)
-            api = started["prefect"]["api_url"]
+            servers = up(Path(parameters["job_file"]).parent, worker=False, mlflow=False)
+            api = servers["prefect"]["api_url"]
         if api:
             updates[PREFECT_API_URL] = api
 
@@ -271,7 +271,7 @@ def _run_flow(*, debug: bool, needs_server: bool, **parameters: Any) -> int:
     )
     if interrupted:
         return 130
-    if ok:
+    if ok and state is not None:
         result = state.result()
         if result.get("best"):
             _best(console, result)

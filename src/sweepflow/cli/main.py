@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             if type(exc).__name__ == "Abort":
                 return 130
             if type(exc).__name__ == "NoArgsIsHelpError":
-                typer.echo(exc.ctx.get_help())
+                typer.echo(exc.ctx.get_help())  # type: ignore[attr-defined]
                 return 0
             hint = ""
             ctx = getattr(exc, "ctx", None)

@@ -7,7 +7,7 @@ what a dry run shows is exactly what runs.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -56,7 +56,7 @@ class Invocation:
         return trial_digest(self.kind, self.command, self.params or {"args": list(self.items)})
 
 
-def trial_digest(kind: str, command: str, params: dict[str, str]) -> str:
+def trial_digest(kind: str, command: str, params: Mapping[str, object]) -> str:
     """The digest naming a trial: its command and canonical parameters."""
     return digest({"kind": kind, "command": command, "params": params})
 
@@ -108,6 +108,7 @@ def invocations(
     kind = job.kind
     check_extra(job, extra)
     runs = state_dir(project_dir) / "runs" / job.key
+    units: Iterable[tuple[int, int, dict[str, str], list[str]]]
     if job.per == "batch":
         units = ((i, i, {}, items) for i, items in _batch_units(plan, runs / "multirun"))
     else:

@@ -125,7 +125,7 @@ class CompiledSet:
         """Every trial of the set, in batch order."""
         if self._flat():
             # Fast path: every key fixed, so one flat product; the loop stays in C.
-            keys = [p.key for p in self.each] + [p.key for p in self.all]
+            keys = [p.key for p in self.each if isinstance(p, Param)] + [p.key for p in self.all]
             return map(dict, map(zip, itertools.repeat(keys), _product([*self.each, *self.all])))
         return (trial for _, trial in self.iter_indexed_trials())
 
@@ -135,7 +135,7 @@ class CompiledSet:
     def iter_indexed_trials(self) -> Iterator[tuple[int, dict[str, str]]]:
         """Every trial with the index of its batch within the set."""
         if self._flat():  # batches are equal blocks of the flat product
-            keys = [p.key for p in self.each] + [p.key for p in self.all]
+            keys = [p.key for p in self.each if isinstance(p, Param)] + [p.key for p in self.all]
             inner = math.prod(len(p) for p in self.all)
             for i, combo in enumerate(_product([*self.each, *self.all])):
                 yield i // inner, dict(zip(keys, combo, strict=True))

@@ -102,10 +102,10 @@ def _range(key: str, node: Range, exponent: str) -> Dimension:
     step = abs(node.step) * scale
     values = [Decimal(v) for v in Param(key, node, exponent)] if len(node) <= _GRID_MAX else None
     if node.integer and all(v == v.to_integral_value() for v in (low, high, step)):
-        grid = tuple(int(v) for v in values) if values else None
-        return Dimension(key, "int", int(low), int(high), int(step), grid=grid)
-    grid = tuple(float(v) for v in values) if values else None
-    return Dimension(key, "float", float(low), float(high), float(step), grid=grid)
+        ints = tuple(int(v) for v in values) if values else None
+        return Dimension(key, "int", int(low), int(high), int(step), grid=ints)
+    floats = tuple(float(v) for v in values) if values else None
+    return Dimension(key, "float", float(low), float(high), float(step), grid=floats)
 
 
 def _dimension(job_error, param: Param) -> Dimension | str:

@@ -86,13 +86,13 @@ def _describe(error: Any, kind: Any, data: Any, what: str, source: Source | None
         )
     if kind_name in ("union_tag_not_found", "union_tag_invalid"):
         tags = _tags(kind, data, loc)
-        choices = ", ".join(tags)
+        listed = ", ".join(tags)
         if kind_name == "union_tag_not_found":
-            return f"Missing key '{format_path((*loc, 'kind'))}' {head}: add kind: one of {choices}"
+            return f"Missing key '{format_path((*loc, 'kind'))}' {head}: add kind: one of {listed}"
         got = str(ctx.get("tag", ""))
         return (
             f"Invalid value for {format_path((*loc, 'kind'))} {head}: expected one of "
-            f"{choices}, got {got!r}{suggest(got, tags)}"
+            f"{listed}, got {got!r}{suggest(got, tags)}"
         )
     what_text = error["msg"].removeprefix("Value error, ")
     got = error.get("input")

@@ -36,7 +36,7 @@ def compiled(key: Hashable, build: Callable[[], Callable], *args: Any) -> tuple[
 
     leaves, tree = jax.tree_util.tree_flatten(args)
     signature = tuple((tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves)
-    full_key = (key, bool(jax.config.jax_enable_x64), tree, signature)
+    full_key = (key, bool(jax.config.read("jax_enable_x64")), tree, signature)
     if full_key in _programs:
         _programs.move_to_end(full_key)
         return _programs[full_key], 0.0

@@ -45,16 +45,16 @@ def estimate_llc(
     import jax
 
     start = time.perf_counter()
-    target_cfg = validate(TargetConfig, target_cfg, "target")
-    sampler_cfg = validate(SamplerConfig, sampler_cfg, "sampler")
-    if sampler_cfg.kind in BLACKJAX_KINDS and not target_cfg.x64:
+    target_config: TargetConfig = validate(TargetConfig, target_cfg, "target")
+    sampler: SamplerConfig = validate(SamplerConfig, sampler_cfg, "sampler")
+    if sampler.kind in BLACKJAX_KINDS and not target_config.x64:
         raise LLCError(
-            f"sampler {sampler_cfg.kind} runs in float64 only, but the target has "
+            f"sampler {sampler.kind} runs in float64 only, but the target has "
             "precision float32: set precision: float64 in the target file (or use kind: sgld)"
         )
-    with jax.enable_x64(target_cfg.x64):
-        target = build_target(target_cfg)
-        result = sample_llc(target, sampler_cfg)
+    with jax.enable_x64(target_config.x64):
+        target = build_target(target_config)
+        result = sample_llc(target, sampler)
     total = time.perf_counter() - start
     timings = result.timings.model_copy(
         update={"build_seconds": target.build_seconds, "total_seconds": total}
@@ -71,26 +71,26 @@ def sample_llc(target: Target, sampler_cfg: SamplerConfig | Mapping[str, Any]) -
     import jax
 
     start = time.perf_counter()
-    sampler_cfg = validate(SamplerConfig, sampler_cfg, "sampler")
+    sampler: SamplerConfig = validate(SamplerConfig, sampler_cfg, "sampler")
     check_precision(target)
     n = target.n
-    beta = sampler_cfg.beta or default_beta(n)
+    beta = sampler.beta or default_beta(n)
     nbeta = n * beta
-    key = jax.random.PRNGKey(sampler_cfg.seed)
-    if isinstance(sampler_cfg, SGLDConfig):
+    key = jax.random.PRNGKey(sampler.seed)
+    if isinstance(sampler, SGLDConfig):
         from .sgld import run_sgld
 
-        traces = run_sgld(target, sampler_cfg, nbeta, key)
+        traces = run_sgld(target, sampler, nbeta, key)
     else:
         from .mcmc import run_mcmc
 
-        traces = run_mcmc(target, sampler_cfg, nbeta, key)
+        traces = run_mcmc(target, sampler, nbeta, key)
     d = target.num_params
-    escape = sampler_cfg.escape or default_escape(d)
+    escape = sampler.escape or default_escape(d)
     summary = summarize_chains(
         traces.losses, traces.full, traces.final_losses, target.l0, nbeta, escape
     )
-    healthy = [c for c in range(sampler_cfg.chains) if c not in summary.problems]
+    healthy = [c for c in range(sampler.chains) if c not in summary.problems]
     ess, rhat = ess_and_rhat(nbeta * (traces.losses[healthy] - target.l0))
     chains = [
         ChainResult(
@@ -101,21 +101,21 @@ def sample_llc(target: Target, sampler_cfg: SamplerConfig | Mapping[str, Any]) -
             acceptance=None if traces.acceptance is None else traces.acceptance[c],
             grad_evals=traces.grad_evals[c],
         )
-        for c in range(sampler_cfg.chains)
+        for c in range(sampler.chains)
     ]
-    draws = sampler_cfg.chains * sampler_cfg.draws
+    draws = sampler.chains * sampler.draws
     return LLCResult(
         llc=summary.mean,
         llc_sd=summary.sd,
         llc_per_chain=[float(v) for v in summary.per_chain],
         target_id=target.target_id,
         target=target.config,
-        sampler=sampler_cfg,
+        sampler=sampler,
         n=n,
         num_params=d,
         beta=beta,
         nbeta=nbeta,
-        gamma=sampler_cfg.gamma,
+        gamma=sampler.gamma,
         l0=target.l0,
         x64=target.x64,
         chains=chains,

@@ -84,8 +84,11 @@ def _program(model: ModelConfig, config: HMCConfig | NUTSConfig | MCLMCConfig) -
         def logdensity(w: jax.Array) -> jax.Array:
             return -nbeta * full_loss(w) - 0.5 * config.gamma * jnp.sum((w - w_star) ** 2)
 
-        build = _mclmc if isinstance(config, MCLMCConfig) else _hmc
-        return jax.vmap(build(config, logdensity, full_loss, w_star))(keys)
+        if isinstance(config, MCLMCConfig):
+            chain = _mclmc(config, logdensity, full_loss, w_star)
+        else:
+            chain = _hmc(config, logdensity, full_loss, w_star)
+        return jax.vmap(chain)(keys)
 
     return run
 
@@ -203,7 +206,7 @@ def _traces(config: Any, out: dict[str, Any], compile_seconds: float, wall: floa
     import numpy as np
 
     draws = np.arange(config.draws)
-    tuning = {
+    tuning: dict[str, Any] = {
         key: [float(v) for v in np.asarray(out[key])]
         for key in ("step_size", "L", "energy_var", "divergent_transitions")
         if key in out

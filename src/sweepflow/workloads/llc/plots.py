@@ -65,7 +65,7 @@ def _chains(result: LLCResult) -> list[tuple[int, str, dict[str, Any]]]:
     for index, chain in enumerate(result.chains):
         if chain.divergent:
             style = {"linestyle": "--", "color": "0.5", "linewidth": 1.0}
-            label = f"{chain.name} (left out: {chain.problem.split(':')[0]})"
+            label = f"{chain.name} (left out: {(chain.problem or '').split(':')[0]})"
         else:
             style = {"color": f"C{index % 10}", "linewidth": 0.9}
             label = f"{chain.name}: λ̂ = {chain.llc:.3g}"

@@ -82,7 +82,7 @@ def x64_enabled() -> bool:
     """The current ``jax_enable_x64`` setting (within any ``jax.enable_x64`` context)."""
     import jax
 
-    return bool(jax.config.jax_enable_x64)
+    return bool(jax.config.read("jax_enable_x64"))
 
 
 def check_precision(target: Target, what: str = "sampling") -> None:
@@ -113,10 +113,10 @@ def build_target(config: TargetConfig) -> Target:
         constants: dict[str, Any] = {}
         losses: tuple[float, ...] = ()
         if isinstance(config.model, QuadraticModel):
-            model = config.model
+            quadratic = config.model
             program, _ = compiled(
-                ("quadratic", model, str(dtype)),
-                lambda: lambda key: _quadratic_setup(model, key, dtype),
+                ("quadratic", quadratic, str(dtype)),
+                lambda: lambda key: _quadratic_setup(quadratic, key, dtype),
                 key_init,
             )
             params, constants = program(key_init)
