@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sweepflow import load_jobs
+from sweepflow.plan.expansion import compile_job
 
 JOB_FILE = """\
 jobs:
@@ -64,7 +65,7 @@ def main() -> None:
         job = load_jobs(path).jobs["million"]
 
         def count() -> int:
-            return job.plan().count()[1]
+            return compile_job(job).count()[1]
 
         def stream() -> int:
             counter = itertools.count()
@@ -72,7 +73,7 @@ def main() -> None:
             return next(counter)
 
         def materialise() -> int:
-            return len(job.trials())
+            return len(compile_job(job).trials())
 
         rows = []
         for name, fn in (("count", count), ("stream", stream), ("list", materialise)):

@@ -13,6 +13,7 @@ import pytest
 
 from sweepflow.cli.main import main
 from sweepflow.errors import JobError, JobFileError
+from sweepflow.plan.expansion import compile_job
 from sweepflow.plan.space import search_space
 from sweepflow.spec.jobs import load_jobs
 
@@ -36,7 +37,7 @@ def _job(tmp_path: Path, space: str, **extra: str) -> Path:
 
 def _space(tmp_path: Path, space: str, overrides: tuple[str, ...] = (), **extra: str):
     job = load_jobs(_job(tmp_path, space, **extra)).job("tune")
-    return search_space(job.plan(list(overrides)))
+    return search_space(compile_job(job, list(overrides)))
 
 
 SPACES = [
@@ -160,9 +161,9 @@ def test_optimize_does_not_mix_with_sweeps(tmp_path: Path) -> None:
     )
     jobs = load_jobs(path)
     with pytest.raises(JobError, match=r"sets with each: the search takes its parameters"):
-        jobs.job("a").plan()
+        compile_job(jobs.job("a"))
     with pytest.raises(JobError, match=r"optimize: with submit:"):
-        jobs.job("b").plan()
+        compile_job(jobs.job("b"))
 
 
 def test_cli_refuses_bad_input_before_starting(tmp_path: Path, capsys, monkeypatch) -> None:

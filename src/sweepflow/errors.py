@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["JobError", "JobFileError", "ProfileError", "SweepSyntaxError", "SweepflowError"]
+__all__ = [
+    "JobError",
+    "JobFileError",
+    "ProfileError",
+    "SweepSyntaxError",
+    "SweepflowError",
+    "TrialFailed",
+    "TrialPruned",
+]
 
 
 class SweepflowError(Exception):
@@ -65,3 +73,18 @@ class ProfileError(SweepflowError, ValueError):
     The message is one line: the profile, the key path with its ``file:line`` (or the
     ``--set`` item it came from), what is wrong, and how to fix it.
     """
+
+
+class TrialFailed(SweepflowError, RuntimeError):
+    """A trial whose program exited non-zero, timed out, or raised."""
+
+
+class TrialPruned(TrialFailed):
+    """A trial the search's pruner stopped early (see ``sweepflow.should_prune``).
+
+    Raise it from a ``call:`` function (or exit a ``run:`` program) once
+    ``should_prune()`` says so; the trial is told PRUNED, and never cached.
+    """
+
+    def __init__(self, message: str = "pruned by the search's pruner") -> None:
+        super().__init__(message)

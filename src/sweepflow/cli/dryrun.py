@@ -15,7 +15,7 @@ import yaml
 
 from sweepflow.errors import SweepflowError
 from sweepflow.plan.commands import Invocation, invocations
-from sweepflow.plan.expansion import Plan
+from sweepflow.plan.expansion import Plan, compile_job
 from sweepflow.spec.jobs import JobFile
 
 __all__ = ["print_dry_run", "print_jobs", "print_show", "summary"]
@@ -169,7 +169,7 @@ def print_jobs(jobfile: JobFile) -> None:
         kind = given[0] if len(given) == 1 else "?"
         command = getattr(job, kind) if kind != "?" else ""
         try:
-            plan = job.plan()
+            plan = compile_job(job)
             if plan.space is not None:
                 table.add_row(name, kind, command, f"{search_count(plan):,}", "search", "ok")
                 continue
@@ -193,7 +193,7 @@ def print_show(jobfile: JobFile, names: list[str]) -> None:
         data = job.model_dump(mode="json", exclude={"sets"}, exclude_none=True)
         data = {"experiment": job.experiment, **{k: v for k, v in data.items() if k != "name"}}
         try:
-            plan = job.plan()
+            plan = compile_job(job)
             if plan.space is not None:
                 from sweepflow.plan.space import search_space
 

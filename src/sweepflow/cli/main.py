@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from sweepflow.errors import JobFileError, SweepflowError, SweepSyntaxError
+from sweepflow.plan.expansion import compile_job
 from sweepflow.workloads.llc.cli import llc_app
 
 __all__ = ["app", "main"]
@@ -108,7 +109,9 @@ def run(
     """Run JOB: every trial of its sweep (or its Optuna search) as a cached Prefect task,
     tracked in MLflow."""
     jobfile = _load(file)
-    plan = jobfile.job(job).plan(overrides or [])  # bad input fails here, before anything starts
+    plan = compile_job(
+        jobfile.job(job), overrides or []
+    )  # bad input fails here, before anything starts
     project = jobfile.path.parent if jobfile.path else None
     from sweepflow.spec.profiles import load_profile
 

@@ -18,7 +18,7 @@ from sweepflow.spec.jobs import Job, SweepSet
 from sweepflow.syntax import parse
 from sweepflow.syntax.nodes import Param, Pipe
 
-__all__ = ["CompiledSet", "Plan"]
+__all__ = ["CompiledSet", "Plan", "compile_job"]
 
 # Value sequences up to this length are materialised (fast C product); longer ones
 # (a range of a million values) are iterated lazily to keep memory constant.
@@ -218,6 +218,7 @@ class Plan:
             SweepSyntaxError: An override that does not parse.
         """
         job.kind  # noqa: B018 - validates run / call / submit
+        job.check_preload()
         if job.optimize is not None:
             return cls(job, [], list(overrides), _compile_space(job, overrides))
         tokens = [t for o in overrides for t in _parse_override(o)]
@@ -268,6 +269,24 @@ class Plan:
     def iter_trials(self) -> Iterator[dict[str, str]]:
         """Every trial (a concrete assignment), in batch order."""
         return itertools.chain.from_iterable(s.iter_trials() for s in self.sets)
+
+    def batches(self) -> list[list[str]]:
+        """Every batch: the ``each`` assignment followed by the ``all`` lists."""
+        return [list(batch) for batch in self.iter_batch_args()]
+
+    def trials(self) -> list[dict[str, str]]:
+        """Every concrete assignment, in batch order (``all`` lists expanded)."""
+        return list(self.iter_trials())
+
+
+def compile_job(job: Job, overrides: Sequence[str] = ()) -> Plan:
+    """Compile ``job`` (and command-line style ``overrides``) into a lazy plan.
+
+    Raises:
+        JobError: The job's own semantic errors (with file:line and key path).
+        SweepSyntaxError: An override that does not parse.
+    """
+    return Plan.compile(job, list(overrides))
 
 
 def _parse_override(text: str, *, search: bool = False) -> list[Param | Pipe]:

@@ -5,6 +5,11 @@ trial's report file and imports nothing heavy; the flow later reads the file wit
 :func:`read_report` and writes it into the trial's MLflow run in batches. Run by hand
 (no ``SWEEPFLOW_REPORT``), the same calls go straight to MLflow.
 
+Every trial process imports this module, so it loads only the standard library:
+the reading side (:class:`Report`, with pydantic) lives in
+:mod:`sweepflow.reporting.reader` and is re-exported here on first use, and pruning
+(Optuna) is imported only when a trial of a search reports or asks.
+
 Report lines, one JSON object each, append-only, a single writer per file::
 
     {"kind": "metrics", "values": {"loss": 0.5}, "step": 3, "time": 1700000000000}
@@ -26,9 +31,13 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+# Type checkers read this as True; at run time it spares every trial importing `typing`.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from sweepflow.reporting.reader import ArtifactEntry, MetricPoint, Report, read_report
 
 __all__ = [
     "REPORT_ENV",
@@ -62,41 +71,20 @@ _ENV: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
 # cannot swallow the next one.
 _CHECKED: set[str] = set()
 
-
-class MetricPoint(NamedTuple):
-    """One metric value: ``(name, value, step, time)`` with time in unix milliseconds."""
-
-    name: str
-    value: float
-    step: int | None
-    time: int
+# The reading side, re-exported here: loaded on first use (it imports pydantic).
+_READER = ("ArtifactEntry", "MetricPoint", "Report", "read_report")
 
 
-class ArtifactEntry(NamedTuple):
-    """One artifact: the absolute ``path`` and the folder ``artifact_path`` in the run."""
+def __getattr__(name: str) -> Any:
+    if name in _READER:
+        from sweepflow.reporting import reader
 
-    path: str
-    artifact_path: str | None
+        return getattr(reader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Report(BaseModel):
-    """What a trial reported, read back from its report file.
-
-    Attributes:
-        metrics: Every metric value in the order logged.
-        params: Params; a key logged twice keeps its last value.
-        artifacts: Files or folders to copy into the run, in the order logged.
-        problems: ``file:line: reason`` for each line skipped (a line cut short by a
-            killed process, malformed JSON, an unknown kind).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    metrics: tuple[MetricPoint, ...] = ()
-    params: dict[str, str] = {}
-    artifacts: tuple[ArtifactEntry, ...] = ()
-    problems: tuple[str, ...] = ()
-    pruned: int | None = None  # the step at which the search's pruner stopped the trial
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_READER})
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -239,7 +227,7 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
         if step is not None and trial_setting("SWEEPFLOW_STUDY_STORAGE"):
             from sweepflow.search.pruning import report_intermediate
 
-            report_intermediate(values, step)
+            report_intermediate(values, step, trial_setting)
         return
     if values:
         _by_hand().log_metrics(values, step=step)
@@ -258,7 +246,7 @@ def should_prune() -> bool:
         return False
     from sweepflow.search.pruning import pruned_at
 
-    step = pruned_at()
+    step = pruned_at(trial_setting)
     if step is None:
         return False
     _append(report, {"kind": "pruned", "step": step})
@@ -312,86 +300,3 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifacts(str(source), artifact_path)
     else:
         mlflow.log_artifact(str(source), artifact_path)
-
-
-def _parse(record: Any) -> tuple[str, Any]:
-    """Validate one decoded line; return its kind and payload, or raise ValueError."""
-    if not isinstance(record, dict):
-        raise ValueError("not a JSON object")
-    kind = record.get("kind")
-    if kind == "metrics":
-        values, step, stamp = record.get("values"), record.get("step"), record.get("time")
-        if not isinstance(values, dict) or not isinstance(stamp, int):
-            raise ValueError("a metrics line needs 'values' (object) and 'time' (int)")
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
-            raise ValueError(f"step must be an int or null, got {step!r}")
-        points = []
-        for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"metric {name!r} is not a number: {value!r}")
-            points.append(MetricPoint(name, float(value), step, stamp))
-        return kind, points
-    if kind == "params":
-        values = record.get("values")
-        if not isinstance(values, dict):
-            raise ValueError("a params line needs 'values' (object)")
-        return kind, {str(k): str(v) for k, v in values.items()}
-    if kind == "artifact":
-        path, folder = record.get("path"), record.get("artifact_path")
-        if not isinstance(path, str) or not (folder is None or isinstance(folder, str)):
-            raise ValueError("an artifact line needs 'path' (string), 'artifact_path'")
-        return kind, ArtifactEntry(path, folder)
-    if kind == "pruned":
-        step = record.get("step")
-        if isinstance(step, bool) or not isinstance(step, int):
-            raise ValueError(f"a pruned line needs 'step' (int), got {step!r}")
-        return kind, step
-    raise ValueError(f"unknown kind {kind!r} (expected metrics, params, artifact or pruned)")
-
-
-def read_report(path: str | Path) -> Report:
-    """Read a report file; a missing file is an empty report.
-
-    Lines that cannot be read (the last one cut short by a killed process, or any
-    malformed line) are skipped and listed in :attr:`Report.problems`, so a damaged
-    line never loses the rest of a trial's record.
-
-    Args:
-        path: The report file (``report.jsonl`` in the trial's folder).
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return Report()
-    metrics: list[MetricPoint] = []
-    params: dict[str, str] = {}
-    artifacts: list[ArtifactEntry] = []
-    problems: list[str] = []
-    pruned: int | None = None
-    lines = data.split(b"\n")
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            kind, payload = _parse(json.loads(raw))
-        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-            last = number == len(lines)  # no newline after it: the writer was cut short
-            reason = "line cut short (writer killed?)" if last else str(exc)
-            problems.append(f"{path}:{number}: {reason}")
-            continue
-        if kind == "metrics":
-            metrics.extend(payload)
-        elif kind == "params":
-            params.update(payload)
-        elif kind == "pruned":
-            pruned = payload
-        else:
-            artifacts.append(payload)
-    return Report(
-        metrics=tuple(metrics),
-        params=params,
-        artifacts=tuple(artifacts),
-        problems=tuple(problems),
-        pruned=pruned,
-    )

@@ -19,7 +19,6 @@ run by hand, a new MLflow run records it and ``out`` is that run's artifact fold
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import os
@@ -30,7 +29,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from sweepflow.errors import SweepflowError
@@ -125,6 +123,8 @@ def _resolve(model: type[BaseModel], key: str) -> tuple[list[str], Any]:
         fields = _fields(current)
         if part not in fields:
             known = config_keys(model)
+            import difflib  # only for this error message
+
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else _valid_keys(known)
             raise ConfigError(f"unknown config key '{key}' — {hint}")
@@ -158,6 +158,8 @@ def _value(key: str, raw: str, annotation: Any) -> Any:
     )
     if not structured:
         return raw
+    import yaml  # on use (here and below): `from sweepflow import main` does not pay it
+
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError as exc:
@@ -256,6 +258,8 @@ def _params(config: BaseModel, given: Mapping[str, str]) -> dict[str, str]:
 
 def _write_config(config: BaseModel, folder: Path) -> Path:
     """Write ``config.yaml`` atomically (temporary name, then rename)."""
+    import yaml
+
     path = folder / "config.yaml"
     temporary = folder / f".config.yaml.{os.getpid()}.tmp"
     text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -2,7 +2,8 @@
 
 Runs in the trial's process (a ``run:`` program, or a thread for ``call:``), which
 reaches the study storage directly: an RDB URL, or a journal file on a shared file
-system. The flow passes the study in the trial's environment:
+system. The flow passes the study in the trial's environment, which the reporting
+channel reads (per context for ``call:`` trials) and hands in as ``setting``:
 
 - ``SWEEPFLOW_STUDY_STORAGE``: storage URL or journal path;
 - ``SWEEPFLOW_STUDY_NAME``, ``SWEEPFLOW_STUDY_TRIAL_ID``: the study and the trial;
@@ -13,10 +14,10 @@ system. The flow passes the study in the trial's environment:
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sweepflow.reporting.channel import trial_setting
+Setting = Callable[[str], "str | None"]
 
 __all__ = ["STUDY_ENV", "pruned_at", "report_intermediate", "study_env"]
 
@@ -38,7 +39,7 @@ def study_env(storage: str, study: str, trial_id: int, metric: str, pruner: str)
     return dict(zip(STUDY_ENV, values, strict=True))
 
 
-def _trial() -> Any:
+def _trial(trial_setting: Setting) -> Any:
     """The current trial of the study (an ``optuna.Trial`` on the shared storage)."""
     import optuna
 
@@ -59,19 +60,19 @@ def _trial() -> Any:
     return optuna.trial.Trial(study, int(trial_id))
 
 
-def report_intermediate(values: Mapping[str, float], step: int) -> None:
+def report_intermediate(values: Mapping[str, float], step: int, trial_setting: Setting) -> None:
     """Report the objective's value at ``step`` to the study (other metrics: ignored)."""
     metric = trial_setting("SWEEPFLOW_STUDY_METRIC")
     if metric not in values:
         return
-    trial = _trial()
+    trial = _trial(trial_setting)
     trial.report(float(values[metric]), step)
     _LAST_STEP[(trial_setting(STUDY_ENV[0]), trial._trial_id)] = step
 
 
-def pruned_at() -> int | None:
+def pruned_at(trial_setting: Setting) -> int | None:
     """The last reported step if the pruner says to stop there, else None."""
-    trial = _trial()
+    trial = _trial(trial_setting)
     if not trial.should_prune():
         return None
     return _LAST_STEP.get((trial_setting(STUDY_ENV[0]), trial._trial_id), 0)

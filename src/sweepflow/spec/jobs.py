@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +23,7 @@ from pydantic import (
 )
 
 from sweepflow.errors import JobError, JobFileError
+from sweepflow.spec.interpreter import python_command
 from sweepflow.spec.source import Source, format_path, suggest
 
 __all__ = [
@@ -276,15 +276,9 @@ class Job(_Model):
         """A :class:`JobError` located at this job (or a key path below it)."""
         return JobError(f"Job '{self._key}' {message} ({self.where(*path)})")
 
-    def plan(self, overrides: list[str] | tuple[str, ...] = ()):  # -> Plan
-        """Compile the job (and command-line overrides) into a lazy expansion plan."""
-        from sweepflow.plan.expansion import Plan
-
-        self._check_preload()
-        return Plan.compile(self, list(overrides))
-
-    def _check_preload(self) -> None:
-        """``preload`` needs a job whose trials are ``python script.py`` (or ``-m``)."""
+    def check_preload(self) -> None:
+        """Raise unless the job can fork its trials, when it asks to (``preload:``):
+        its trials must be ``python script.py`` (or ``-m``)."""
         if not self.preload or len(self.commands_given) != 1:
             return  # off, or the missing/extra command is reported on its own
         if self.kind != "run":
@@ -299,8 +293,6 @@ class Job(_Model):
                 "is one Hydra --multirun command): remove one of them",
                 "preload",
             )
-        from sweepflow.execution.warm import python_command
-
         try:
             argv = shlex.split(self.command)
         except ValueError:
@@ -313,18 +305,6 @@ class Job(_Model):
                 "or python -m module",
                 "preload",
             ) from None
-
-    def batches(self) -> list[list[str]]:
-        """Every batch: the ``each`` assignment followed by the ``all`` lists."""
-        return [list(batch) for batch in self.plan().iter_batch_args()]
-
-    def trials(self) -> list[dict[str, str]]:
-        """Every concrete assignment, in batch order (``all`` lists expanded)."""
-        return list(self.plan().iter_trials())
-
-    def iter_trials(self) -> Iterator[dict[str, str]]:
-        """Stream the trials in constant memory."""
-        return self.plan().iter_trials()
 
 
 class JobFile(_Model):
@@ -466,7 +446,7 @@ _TYPE_WORDS = {
 }
 
 
-def _describe(source: Source, error: dict[str, Any]) -> str:
+def _describe(source: Source, error: Any) -> str:
     """One line for one pydantic error: what, where, how to fix."""
     loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
     kind = error["type"]

@@ -5,14 +5,17 @@ of CPU in every ``sweepflow run`` (pandas, the GenAI modules, the ORM models), a
 MLflow's client spends ~25 ms per trial (``create_run``, ``log_batch``,
 ``set_terminated``: a session, a query and a commit each), more than a short trial.
 For a SQL store (the default SQLite one, or PostgreSQL/MySQL) this module writes the
-rows MLflow writes (experiment; run with its ``mlflow.runName`` and ``mlflow.user``
-tags; params; metric history and latest values; status) with SQLAlchemy Core, on the
-tables as they are in the database (reflected), hundreds of runs per transaction.
+rows MLflow writes (experiment and its tags; run; its tags, params, metric history and
+latest values; status and times) with SQLAlchemy Core, on the tables as they are in the
+database (reflected), hundreds of runs per transaction. It writes records already put
+under MLflow's rules (:mod:`sweepflow.tracking.rules`); ``tests/test_tracking.py``
+checks that the rows equal those MLflow's client writes for the same records.
 
 It is used only when the database's schema is the installed MLflow's (its Alembic
 revision equals that of the per-user empty store MLflow made, see
-``_tracking_uri._template``) and has every column written here; otherwise MLflow's
-client does everything. What users read (the UI, the analysis API) goes through MLflow.
+:func:`sweepflow.tracking.uri.schema_head`) and has every column written here;
+otherwise MLflow's client does everything. What users read (the UI, the analysis API)
+goes through MLflow.
 """
 
 from __future__ import annotations
@@ -22,22 +25,20 @@ import math
 import shutil
 import threading
 import time
-import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from sweepflow.tracking import rules
+from sweepflow.tracking.records import Finished, NewRun, Stale, new_run_id
 from sweepflow.tracking.uri import local_path
 
 __all__ = ["BulkStore", "Finished", "new_run_id"]
 
-_MAX_FLOAT = 1.7976931348623157e308  # what MLflow stores for +/- infinity
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-_TABLES = ("experiments", "runs", "tags", "params", "metrics", "latest_metrics")
+_TABLES = ("experiments", "experiment_tags", "runs", "tags", "params", "metrics", "latest_metrics")
 _WRITTEN = {  # the columns written here: a schema without one of them is not ours
     "experiments": {"name", "artifact_location", "lifecycle_stage", "creation_time"},
+    "experiment_tags": {"key", "value", "experiment_id"},
     "runs": {"run_uuid", "name", "experiment_id", "status", "start_time", "end_time"},
     "tags": {"key", "value", "run_uuid"},
     "params": {"key", "value", "run_uuid"},
@@ -48,35 +49,8 @@ _OPEN: dict[str, BulkStore | None] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def new_run_id() -> str:
-    """A run id as MLflow makes them (32 hex digits)."""
-    return uuid.uuid4().hex
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass
-class Finished:
-    """A finished trial's run: how it ended and what it logged."""
-
-    run_id: str
-    status: str | None  # FINISHED, FAILED or KILLED; None leaves the run as it is
-    end_ms: int
-    params: dict[str, str] = field(default_factory=dict)
-    metrics: list[tuple[str, float, int, int]] = field(default_factory=list)  # key, value, step, ts
-    tags: dict[str, str] = field(default_factory=dict)
-    artifacts: list[tuple[Path, str | None]] = field(default_factory=list)  # file, folder in run
-
-
-@dataclass
-class Stale:
-    """A run left RUNNING: its id, tags and params."""
-
-    run_id: str
-    tags: dict[str, str]
-    params: dict[str, str]
 
 
 class BulkStore:
@@ -148,13 +122,31 @@ class BulkStore:
                         update = sa.update(exp).where(exp.c.experiment_id == new_id)
                         db.execute(update.values(artifact_location=location))
                     self._locations[str(new_id)] = location
+                    self._tag_experiment(db, new_id)
                     return str(new_id)
         if found.lifecycle_stage != "active":
             raise LookupError(
                 f"MLflow experiment '{name}' is deleted: restore it (mlflow experiments "
                 f"restore --experiment-id {found.experiment_id}) or name the job otherwise"
             )
+        with self.engine.begin() as db:
+            self._tag_experiment(db, found.experiment_id)
         return str(found.experiment_id)
+
+    def _tag_experiment(self, db: Any, experiment_id: int) -> None:
+        """Add :data:`rules.EXPERIMENT_TAGS` the experiment does not have yet."""
+        import sqlalchemy as sa
+
+        table = self.t["experiment_tags"]
+        query = sa.select(table.c.key).where(table.c.experiment_id == int(experiment_id))
+        have = {row[0] for row in db.execute(query)}
+        rows = [
+            {"key": k, "value": v, "experiment_id": int(experiment_id)}
+            for k, v in rules.EXPERIMENT_TAGS.items()
+            if k not in have
+        ]
+        if rows:
+            db.execute(sa.insert(table), rows)
 
     def _default_location(self, db: Any, experiment_id: int) -> str:
         """MLflow's default: the Default experiment's folder with this id instead of 0."""
@@ -178,27 +170,25 @@ class BulkStore:
         return f"{self._locations[experiment_id].rstrip('/')}/{run_id}/artifacts"
 
     # -- runs ------------------------------------------------------------------------
-    def create(
-        self, experiment_id: str, runs: Iterable[tuple[str, str, dict[str, str]]], start_ms: int
-    ) -> None:
-        """Create RUNNING runs ``(run_id, name, tags)`` in one transaction."""
+    def create(self, experiment_id: str, runs: list[NewRun]) -> list[str]:
+        """Create RUNNING runs with their tags and params in one transaction; their ids."""
         import sqlalchemy as sa
 
-        run_rows, tag_rows = [], []
-        for run_id, name, tags in runs:
-            self._artifact_uris[run_id] = self.artifact_uri(experiment_id, run_id)
+        run_rows, tag_rows, param_rows = [], [], []
+        for run in runs:
+            self._artifact_uris[run.run_id] = self.artifact_uri(experiment_id, run.run_id)
             run_rows.append(
                 {
-                    "run_uuid": run_id,
-                    "name": name,
-                    "artifact_uri": self._artifact_uris[run_id],
+                    "run_uuid": run.run_id,
+                    "name": run.name,
+                    "artifact_uri": self._artifact_uris[run.run_id],
                     "experiment_id": int(experiment_id),
-                    "source_type": "UNKNOWN",
+                    "source_type": "UNKNOWN",  # what MLflow's create_run stores
                     "source_name": "",
                     "entry_point_name": "",
-                    "user_id": tags.get("mlflow.user", "unknown"),
+                    "user_id": run.tags.get("mlflow.user", "unknown"),
                     "status": "RUNNING",
-                    "start_time": start_ms,
+                    "start_time": run.start_ms,
                     "end_time": None,
                     "deleted_time": None,
                     "source_version": "",
@@ -206,53 +196,54 @@ class BulkStore:
                 }
             )
             tag_rows += [
-                {"key": k, "value": str(v)[:8000], "run_uuid": run_id}
-                for k, v in {**tags, "mlflow.runName": name}.items()
+                {"key": k, "value": v, "run_uuid": run.run_id} for k, v in run.tags.items()
+            ]
+            param_rows += [
+                {"key": k, "value": v, "run_uuid": run.run_id} for k, v in run.params.items()
             ]
         known = set(self.t["runs"].c.keys())
         run_rows = [{k: v for k, v in row.items() if k in known} for row in run_rows]
         with self.engine.begin() as db:
             db.execute(sa.insert(self.t["runs"]), run_rows)
-            if tag_rows:
-                db.execute(sa.insert(self.t["tags"]), tag_rows)
+            for name, rows in (("tags", tag_rows), ("params", param_rows)):
+                if rows:
+                    db.execute(sa.insert(self.t[name]), rows)
+        return [run.run_id for run in runs]
 
     def finish(self, runs: list[Finished]) -> None:
-        """Log ``runs`` and set their status in one transaction (raises if a row exists
-        already, e.g. a param the program logged itself; nothing is written then)."""
+        """Log ``runs`` (already :func:`~sweepflow.tracking.records.cleaned`) and set
+        their status in one transaction.
+
+        Params a run has already keep their value and tags are overwritten, as MLflow's
+        client does. Raises if a row exists already (e.g. a metric point the program
+        logged itself through MLflow); nothing is written then.
+        """
         import sqlalchemy as sa
 
-        params, tags, metrics, latest_rows = [], [], [], []
-        for run in runs:
-            params += [
-                {"key": k, "value": str(v)[:8000], "run_uuid": run.run_id}
-                for k, v in run.params.items()
-            ]
-            tags += [
-                {"key": k, "value": str(v)[:8000], "run_uuid": run.run_id}
-                for k, v in run.tags.items()
-            ]
-            latest: dict[str, dict[str, Any]] = {}
-            for key, value, step, ts in run.metrics:
-                is_nan = math.isnan(value)
-                stored = 0.0 if is_nan else max(-_MAX_FLOAT, min(_MAX_FLOAT, value))
-                row = {
-                    "key": key,
-                    "value": stored,
-                    "timestamp": ts,
-                    "step": step,
-                    "is_nan": is_nan,
-                    "run_uuid": run.run_id,
-                }
-                metrics.append(row)
-                old = latest.get(key)
-                if old is None or (step, ts, stored) >= (
-                    old["step"],
-                    old["timestamp"],
-                    old["value"],
-                ):
-                    latest[key] = row
-            latest_rows += latest.values()
+        ids = [run.run_id for run in runs]
+        tags, metrics, latest_rows = [], [], []
         with self.engine.begin() as db:
+            have = self._params_of(db, ids)
+            params = [
+                {"key": k, "value": v, "run_uuid": run.run_id}
+                for run in runs
+                for k, v in run.params.items()
+                if k not in have.get(run.run_id, ())
+            ]
+            for run in runs:
+                tags += [
+                    {"key": k, "value": v, "run_uuid": run.run_id} for k, v in run.tags.items()
+                ]
+                metrics += [_metric_row(run.run_id, row) for row in run.metrics]
+                latest = rules.latest_metrics(run.metrics).values()
+                latest_rows += [_metric_row(run.run_id, row) for row in latest]
+            table = self.t["tags"]
+            for run in runs:
+                if run.tags:  # overwrite, as MLflow's set_tag does
+                    gone = sa.delete(table).where(
+                        table.c.run_uuid == run.run_id, table.c.key.in_(list(run.tags))
+                    )
+                    db.execute(gone)
             for name, rows in (
                 ("params", params),
                 ("tags", tags),
@@ -265,13 +256,39 @@ class BulkStore:
             for run in runs:
                 if run.status is not None:
                     ends.setdefault((run.status, run.end_ms), []).append(run.run_id)
-            for (status, end_ms), ids in ends.items():
-                self._set_status(db, ids, status, end_ms)
+                if run.start_ms is not None:
+                    self._set_start(db, run.run_id, run.start_ms)
+            for (status, end_ms), same in ends.items():
+                self._set_status(db, same, status, end_ms)
         for run in runs:
             self._copy_artifacts(run)
 
+    def _params_of(self, db: Any, run_ids: list[str]) -> dict[str, set[str]]:
+        import sqlalchemy as sa
+
+        table, found = self.t["params"], {}
+        for start in range(0, len(run_ids), 500):
+            query = sa.select(table.c.run_uuid, table.c.key)
+            rows = db.execute(query.where(table.c.run_uuid.in_(run_ids[start : start + 500])))
+            for run_id, key in rows:
+                found.setdefault(run_id, set()).add(key)
+        return found
+
+    def set_start(self, run_id: str, start_ms: int) -> None:
+        """Set a run's start time (the trial's own start, known when it ends)."""
+        with self.engine.begin() as db:
+            self._set_start(db, run_id, start_ms)
+
+    def _set_start(self, db: Any, run_id: str, start_ms: int) -> None:
+        import sqlalchemy as sa
+
+        runs = self.t["runs"]
+        db.execute(sa.update(runs).where(runs.c.run_uuid == run_id).values(start_time=start_ms))
+
     def set_status(self, run_ids: list[str], status: str, end_ms: int | None = None) -> None:
         """End runs (``KILLED``, ``FINISHED``...) without logging anything."""
+        if not run_ids:
+            return
         with self.engine.begin() as db:
             self._set_status(db, run_ids, status, end_ms or _now_ms())
 
@@ -353,3 +370,18 @@ class BulkStore:
             return
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
+
+
+def _metric_row(run_id: str, row: tuple[str, float, int, int]) -> dict[str, Any]:
+    """A metrics (or latest_metrics) row as MLflow's SQL store writes it."""
+    key, value, step, timestamp = row
+    is_nan = math.isnan(value)
+    stored = 0.0 if is_nan else max(-rules.MAX_FLOAT, min(rules.MAX_FLOAT, value))
+    return {
+        "key": key,
+        "value": stored,
+        "timestamp": timestamp,
+        "step": step,
+        "is_nan": is_nan,
+        "run_uuid": run_id,
+    }

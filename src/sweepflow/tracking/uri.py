@@ -89,6 +89,9 @@ def local_path(uri: str | None) -> Path | None:
 def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
     """The id of the experiment ``name``, created if missing; return its id.
 
+    The experiment carries :data:`sweepflow.tracking.rules.EXPERIMENT_TAGS` (added if
+    missing), so MLflow 3's UI opens it as model training rather than GenAI.
+
     A new experiment of a SQLite store puts its artifacts under
     ``<artifact_root>/<name>`` (MLflow's own default, ``./mlruns`` relative to the
     working directory of whoever creates it, would scatter them).
@@ -100,18 +103,22 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
     """
     from mlflow.exceptions import MlflowException
 
+    from sweepflow.tracking.rules import EXPERIMENT_TAGS
+
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = experiment_location(name, tracking_uri)
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:
-        # Another process created it between our lookup and our create.
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        location = experiment_location(name, tracking_uri)
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+        except MlflowException:
+            # Another process created it between our lookup and our create.
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    for key, value in EXPERIMENT_TAGS.items():
+        if key not in found.tags:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def experiment_location(name: str, tracking_uri: str) -> str | None:

@@ -2,14 +2,18 @@
 
 One experiment per job, one parent run per ``sweepflow run``, one child run per trial.
 Trial processes never import MLflow; their reports are read from files and logged here.
-Runs left RUNNING by a killed sweep are finished (when their trial's result is cached)
-or marked KILLED, so every trial ends with exactly one FINISHED run.
+A trial's run is created when the trial starts, with its params and tags (so MLflow's
+UI shows it, named, while it runs); its results are logged when it ends.
+
+Every record goes through :mod:`sweepflow.tracking.rules` once, then to one of two
+routes with the same interface: :mod:`sweepflow.tracking._bulk` (SQL rows, many runs
+per transaction, no ``import mlflow``) for a SQL store of the installed MLflow's schema,
+else :mod:`sweepflow.tracking._client` (MLflow's client). Runs left RUNNING by a killed
+sweep are finished (when their trial's result is cached) or marked KILLED.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import functools
 import json
 import os
@@ -17,108 +21,75 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sweepflow.tracking._bulk import BulkStore, Finished, new_run_id
-from sweepflow.tracking.uri import (
-    default_tracking_uri,
-    ensure_experiment,
-    experiment_location,
-    fast_commits,
-    prepare_store,
-    schema_head,
-)
+from sweepflow.tracking._bulk import BulkStore
+from sweepflow.tracking._client import ClientStore
+from sweepflow.tracking.records import Finished, NewRun, cleaned, new_run, new_run_id
+from sweepflow.tracking.stores import open_client, open_direct, pid_alive, warm_up
+from sweepflow.tracking.uri import default_tracking_uri, experiment_location
 
-__all__ = ["RunWriter", "Tracker", "default_tracking_uri", "trial_tags", "versions", "warm_up"]
+_pid_alive = pid_alive  # sweepflow.cache.results uses the same liveness check
 
-_BATCH = 900  # below MLflow's 1,000 metrics per log_batch call
-# Opening a store (importing MLflow, checking the schema) takes seconds; warm_up does it
-# on a thread while the caller waits on something else, and Tracker waits for it here.
-_OPEN_LOCK = threading.Lock()
-_CLOSED_AT_EXIT: set[str] = set()
-
-
-def _open(uri: str) -> Any:
-    """MLflow's client for ``uri`` (importing MLflow: ~4 s of CPU)."""
-    from mlflow import MlflowClient
-
-    with _OPEN_LOCK:
-        _prepare(uri)
-        client = MlflowClient(tracking_uri=uri)
-        engine = getattr(client._tracking_client.store, "engine", None)  # built once per URI
-        if engine is not None and uri not in _CLOSED_AT_EXIT:
-            # Closing the connections folds SQLite's write-ahead log into mlflow.db, so
-            # the file alone holds every run even when the process exits quickly.
-            _CLOSED_AT_EXIT.add(uri)
-            atexit.register(engine.dispose)
-    return client
+__all__ = [
+    "Finished",
+    "RunWriter",
+    "Tracker",
+    "default_tracking_uri",
+    "finish_runs",
+    "trial_tags",
+    "versions",
+    "warm_up",
+]
 
 
-def _direct(uri: str) -> BulkStore | None:
-    """The store of ``uri`` written without MLflow (a SQL store of the installed
-    MLflow's schema), or None (see ``_bulk_mlflow``)."""
-    with _OPEN_LOCK:
-        _prepare(uri)
-    return BulkStore.open(uri, schema_head())
-
-
-def _prepare(uri: str) -> None:
-    """Create the store's schema before anything fans out; commit without fsyncs."""
-    prepare_store(uri)
-    fast_commits(uri)
-
-
-def warm_up(uri: str) -> threading.Thread:
-    """Open the MLflow store of ``uri`` on a thread (e.g. while Prefect starts a server);
-    a :class:`Tracker` made later finds it open. Errors surface in the Tracker."""
-
-    def work() -> None:
-        with contextlib.suppress(Exception):  # the Tracker opens it again and reports it
-            if _direct(uri) is None:
-                _open(uri)
-
-    thread = threading.Thread(target=work, name="sweepflow-mlflow-open", daemon=True)
-    thread.start()
-    return thread
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _chunks(items: list, size: int) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
 
 
 class Tracker:
-    """The MLflow side of one job execution (used only in the flow's process)."""
+    """The MLflow side of one job execution (used only in the flow's process).
 
-    def __init__(self, uri: str, experiment: str, job: str) -> None:
+    Args:
+        uri: The tracking URI.
+        experiment: The experiment name (created if missing).
+        job: The job's key (tag ``sweepflow.job``).
+        route: ``"auto"`` (SQL rows when the store allows, else MLflow's client),
+            ``"sql"`` or ``"client"`` (to force one; the contract tests use both).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        job: str,
+        *,
+        route: Literal["auto", "sql", "client"] = "auto",
+    ) -> None:
+        if route not in ("auto", "sql", "client"):
+            raise ValueError(f"route must be 'auto', 'sql' or 'client', not {route!r}")
         self.uri, self.job = uri, job
-        self.bulk = _direct(uri)  # None: everything through MLflow's client
-        if self.bulk is not None:
-            location = experiment_location(experiment, uri)
-            self.experiment_id = self.bulk.experiment(experiment, location)
-        else:
-            self.experiment_id = ensure_experiment(self.client, experiment, uri)
+        self.bulk = None if route == "client" else open_direct(uri)
+        if route == "sql" and self.bulk is None:
+            raise ValueError(f"{uri} is not a SQL store of the installed MLflow's schema")
+        self.store: BulkStore | ClientStore = self.bulk or self.fallback
+        self.experiment_id = self.store.experiment(experiment, experiment_location(experiment, uri))
 
     @functools.cached_property
     def client(self) -> Any:
         """MLflow's client for the store (imports MLflow the first time)."""
-        return _open(self.uri)
+        return open_client(self.uri)
+
+    @functools.cached_property
+    def fallback(self) -> ClientStore:
+        """The route through MLflow's client (imports MLflow the first time)."""
+        return ClientStore(self.uri, self.client)
 
     # -- parent run ------------------------------------------------------------------
     def start_parent(self, params: dict[str, str], tags: dict[str, str]) -> str:
-        """Open the parent run of this execution; return its id."""
+        """Open the parent run of this execution, with its params; return its id."""
         tags = {
             **tags,
             "sweepflow.role": "parent",
@@ -128,55 +99,53 @@ class Tracker:
         }
         # Named by what was asked for ("train lr=0.1"), so runs of one job tell apart.
         name = " ".join(filter(None, (self.job, params.get("overrides"), params.get("extra"))))
-        if self.bulk is not None:
-            run_id, now = new_run_id(), int(time.time() * 1000)
-            self.bulk.create(self.experiment_id, [(run_id, name[:250], tags)], now)
-            logged = {k: str(v)[:6000] for k, v in params.items()}
-            self.bulk.finish([Finished(run_id, None, now, params=logged)])
-            return run_id
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name[:250])
-        self._log(run.info.run_id, params=params)
-        return run.info.run_id
+        run = new_run(new_run_id(), name, tags, params, int(time.time() * 1000))
+        return self.store.create(self.experiment_id, [run])[0]
 
     def finish_parent(self, run_id: str, counts: dict[str, int], status: str) -> None:
         """Record the trial counts and close the parent run."""
         now = int(time.time() * 1000)
-        if self.bulk is not None:
-            rows = [(f"trials_{k}", float(v), 0, now) for k, v in counts.items()]
-            self.bulk.finish([Finished(run_id, status, now, metrics=rows)])
-            return
-        self._log(run_id, metrics=[(f"trials_{k}", float(v), None, now) for k, v in counts.items()])
-        self.client.set_terminated(run_id, status=status)
+        rows = [(f"trials_{k}", float(v), 0, now) for k, v in counts.items()]
+        self.write([Finished(run_id, status, now, metrics=rows)])
 
     def log_text(self, run_id: str, name: str, text: str) -> None:
         """Save ``text`` as the artifact file ``name`` of ``run_id``."""
-        if self.bulk is not None:
-            self.bulk.write_artifact(run_id, name, text)
-        else:
-            self.client.log_text(run_id, text, name)
+        self.store.write_artifact(run_id, name, text)
 
     # -- trial runs ------------------------------------------------------------------
     def trial_run_tags(self, parent_id: str, tags: dict[str, str]) -> dict[str, str]:
-        """The tags a trial's child run is created with."""
+        """The tags a trial's child run is created with (besides MLflow's defaults)."""
         tags = {**tags, "sweepflow.role": "trial", "sweepflow.job": self.job}
         tags["mlflow.parentRunId"] = parent_id
         return tags
 
-    def start_trial(self, parent_id: str, tags: dict[str, str]) -> str:
-        """Create a trial's child run (RUNNING) before the trial starts; return its id.
-
-        Params are logged with the results in one batch (:meth:`finish_trial`).
-        """
-        tags = self.trial_run_tags(parent_id, tags)
-        run = self.client.create_run(
-            self.experiment_id, tags=tags, run_name=tags.get("sweepflow.label", "")[:250]
+    def trial_run(
+        self,
+        parent_id: str,
+        tags: dict[str, str],
+        params: dict[str, str] | None = None,
+        index: int | None = None,
+        run_id: str | None = None,
+    ) -> NewRun:
+        """The new run of a trial: named by its label, tagged, with its params."""
+        name = (
+            tags.get("sweepflow.label", "") or f"{self.job}[{index if index is not None else ''}]"
         )
-        return run.info.run_id
+        tags = self.trial_run_tags(parent_id, tags)
+        now = int(time.time() * 1000)
+        return new_run(run_id or new_run_id(), name, tags, params, now, parent_id)
+
+    def start_trial(
+        self, parent_id: str, tags: dict[str, str], params: dict[str, str] | None = None
+    ) -> str:
+        """Create a trial's child run (RUNNING, with its params); return its id."""
+        run = self.trial_run(parent_id, tags, params)
+        return self.store.create(self.experiment_id, [run])[0]
 
     def finish_trial(self, run_id: str, workdir: Path, **kwargs: Any) -> None:
         """Log a finished trial in one batch and close its run FINISHED or FAILED
         (``kwargs`` as :meth:`finished_record` takes them)."""
-        self.write_finished(self.finished_record(run_id, workdir, **kwargs))
+        self.write([self.finished_record(run_id, workdir, **kwargs)])
 
     def finished_record(
         self,
@@ -187,13 +156,17 @@ class Tracker:
         metrics: dict[str, float] | None = None,
         ok: bool = True,
         tags: dict[str, str] | None = None,
+        started: float | None = None,
+        ended: float | None = None,
     ) -> Finished:
         """What a finished trial's run gets: params, metrics (reported ones with their
-        steps, then returned ones), tags, log files and reported artifacts, status."""
+        steps, then returned ones), tags, log files and reported artifacts, status, and
+        the trial's own start and end (``started``/``ended``, seconds since the epoch,
+        as in a ``TrialResult``; default: the run's creation, and now)."""
         from sweepflow.reporting.channel import read_report
 
         report = read_report(workdir / "report.jsonl")
-        now = int(time.time() * 1000)
+        now = _ms(ended) or int(time.time() * 1000)
         rows = [(m[0], m[1], m[2] or 0, m[3]) for m in report.metrics]
         reported = {m[0] for m in report.metrics}
         rows += [(k, float(v), 0, now) for k, v in (metrics or {}).items() if k not in reported]
@@ -206,16 +179,39 @@ class Tracker:
         ]
         artifacts += [(Path(p), folder) for p, folder in report.artifacts if Path(p).exists()]
         status = "FINISHED" if ok else "FAILED"
-        return Finished(run_id, status, now, logged, rows, dict(tags or {}), artifacts)
+        record = Finished(run_id, status, now, logged, rows, dict(tags or {}), artifacts)
+        record.start_ms = _ms(started)
+        return record
 
     def write_finished(self, record: Finished) -> None:
         """Write one finished run through MLflow's client (any store)."""
-        rows = [(k, v, step, ts) for k, v, step, ts in record.metrics]
-        self._log(record.run_id, params=record.params, metrics=rows, tags=record.tags)
-        for path, folder in record.artifacts:
-            self.client.log_artifact(record.run_id, str(path), folder)
-        if record.status is not None:
-            self.client.set_terminated(record.run_id, status=record.status, end_time=record.end_ms)
+        self.fallback.finish([cleaned(record)])
+        if self.bulk is not None and record.start_ms is not None:
+            self.bulk.set_start(record.run_id, record.start_ms)
+
+    def write(self, records: list[Finished]) -> None:
+        """Write finished runs: in one transaction of the direct store when it can; a
+        run that fails there (e.g. a metric point the program logged itself) is
+        written alone, else through MLflow's client, which merges. Same data either
+        way: every record is :func:`~sweepflow.tracking.records.cleaned` first."""
+        if not records:
+            return
+        records = [cleaned(record) for record in records]
+        if self.bulk is None:
+            self.store.finish(records)
+            return
+        try:
+            self.bulk.finish(records)
+            return
+        except Exception:
+            if len(records) == 1:
+                self.write_finished(records[0])
+                return
+        for record in records:
+            try:
+                self.bulk.finish([record])
+            except Exception:
+                self.write_finished(record)
 
     def reap_stale(self, cached: Callable[[str], Any | None]) -> tuple[int, int]:
         """Close runs left RUNNING by a killed ``sweepflow run`` on this host.
@@ -223,108 +219,50 @@ class Tracker:
         A stale trial run whose result is cached is finished with that result; the others
         are marked KILLED. Returns (finished, killed).
         """
-        if self.bulk is not None:
-            return self._reap_direct(cached)
         finished = killed = 0
         host = socket.gethostname()
-        parents = self.client.search_runs(
-            [self.experiment_id],
-            "attributes.status = 'RUNNING' and tags.`sweepflow.role` = 'parent'",
-            max_results=1000,
-        )
-        for parent in parents:
-            tags = parent.data.tags
-            if tags.get("sweepflow.host") != host or _pid_alive(int(tags.get("sweepflow.pid", 0))):
-                continue
-            children = self.client.search_runs(
-                [self.experiment_id],
-                f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = "
-                f"'{parent.info.run_id}'",
-                max_results=50_000,
-            )
-            for child in children:
-                result = cached(child.data.tags.get("sweepflow.cache_key", ""))
-                if result is not None:
-                    self.finish_trial(
-                        child.info.run_id,
-                        Path(result.workdir),
-                        params=getattr(result, "params", None) or child.data.params,
-                        metrics=result.metrics,
-                    )
-                    finished += 1
-                else:
-                    self.client.set_terminated(child.info.run_id, status="KILLED")
-                    killed += 1
-            self.client.set_terminated(parent.info.run_id, status="KILLED")
-        return finished, killed
-
-    def _reap_direct(self, cached: Callable[[str], Any | None]) -> tuple[int, int]:
-        """:meth:`reap_stale` on the direct store (same rules, a few queries)."""
-        assert self.bulk is not None
-        finished = killed = 0
-        host = socket.gethostname()
-        for parent in self.bulk.running(self.experiment_id, "sweepflow.role", "parent"):
+        for parent in self.store.running(self.experiment_id, "sweepflow.role", "parent"):
             tags = parent.tags
-            if tags.get("sweepflow.host") != host or _pid_alive(int(tags.get("sweepflow.pid", 0))):
+            if tags.get("sweepflow.host") != host or pid_alive(int(tags.get("sweepflow.pid", 0))):
                 continue
             records, lost = [], [parent.run_id]
-            for child in self.bulk.running(self.experiment_id, "mlflow.parentRunId", parent.run_id):
+            for child in self.store.running(
+                self.experiment_id, "mlflow.parentRunId", parent.run_id
+            ):
                 result = cached(child.tags.get("sweepflow.cache_key", ""))
                 if result is None:
                     lost.append(child.run_id)
                     continue
                 params = getattr(result, "params", None) or child.params
-                records.append(
-                    self.finished_record(
-                        child.run_id, Path(result.workdir), params=params, metrics=result.metrics
-                    )
+                record = self.finished_record(
+                    child.run_id,
+                    Path(result.workdir),
+                    params=params,
+                    metrics=result.metrics,
+                    started=getattr(result, "started", None),
+                    ended=getattr(result, "ended", None),
                 )
-            finish_runs(self, records)
-            self.bulk.set_status(lost, "KILLED")
+                records.append(record)
+            self.write(records)
+            self.store.set_status(lost, "KILLED", int(time.time() * 1000))
             finished, killed = finished + len(records), killed + len(lost) - 1
         return finished, killed
 
-    # -- helpers ---------------------------------------------------------------------
-    def _log(
-        self,
-        run_id: str,
-        *,
-        params: dict[str, Any] | None = None,
-        metrics: list[tuple[str, float, int | None, int]] | None = None,
-        tags: dict[str, str] | None = None,
-    ) -> None:
-        """One ``log_batch`` call when everything fits MLflow's limits, else several."""
-        from mlflow.entities import Metric, Param, RunTag
-        from mlflow.exceptions import MlflowException
 
-        param_list = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
-        metric_list = [Metric(k, v, ts, step or 0) for k, v, step, ts in metrics or []]
-        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        if len(param_list) <= 100 and len(tag_list) <= 100 and len(metric_list) <= 800:
-            try:
-                self.client.log_batch(run_id, metric_list, param_list, tag_list)
-                return
-            except MlflowException:
-                pass  # e.g. the program logged a param itself: go item by item below
-        for chunk in _chunks(metric_list, _BATCH):
-            self.client.log_batch(run_id, metrics=chunk)
-        for chunk in _chunks(tag_list, 100):
-            self.client.log_batch(run_id, tags=chunk)
-        for param in param_list:
-            try:
-                self.client.log_batch(run_id, params=[param])
-            except MlflowException:
-                continue  # the program's own value for this key stands
+def finish_runs(tracker: Tracker, records: list[Finished]) -> None:
+    """Write finished runs (see :meth:`Tracker.write`)."""
+    tracker.write(records)
 
 
 class RunWriter:
     """Writes the trial runs of one execution on a background thread.
 
     SQLite takes one writer at a time and MLflow calls cost ~10 ms each; done on the
-    scheduling loop they would leave workers idle. Runs are created ahead of the trials
-    that need them (their ids go to the programs as ``MLFLOW_RUN_ID``). With a SQL
-    store, whatever is queued is written together: hundreds of runs per transaction
-    (see ``_bulk_mlflow``); otherwise one run at a time through MLflow's client.
+    scheduling loop they would leave workers idle. :meth:`prepare` creates a trial's
+    run (RUNNING, with its params and tags) as soon as the thread gets to it; its id
+    goes to the program as ``MLFLOW_RUN_ID``. With a SQL store whatever is queued is
+    written together, hundreds of runs per transaction; otherwise one run at a time
+    through MLflow's client.
     """
 
     BATCH = 500
@@ -340,12 +278,12 @@ class RunWriter:
         self._thread = threading.Thread(target=self._work, name="sweepflow-mlflow", daemon=True)
         self._thread.start()
 
-    def prepare(self, index: int, tags: dict[str, str]) -> None:
-        """Create the run of trial ``index`` soon (before it is needed)."""
-        if self._bulk is not None:
-            with self._ready:
-                self._ids.setdefault(index, new_run_id())
-        self._queue.put(("create", index, tags))
+    def prepare(
+        self, index: int, tags: dict[str, str], params: dict[str, str] | None = None
+    ) -> None:
+        """Create the run of trial ``index`` soon, with its ``tags`` and ``params`` (call
+        it when the trial starts: the run's start time is its creation)."""
+        self._queue.put(("create", index, (tags, params)))
 
     def run_id(self, index: int) -> str:
         """The run id of trial ``index`` (waits until the run exists)."""
@@ -356,7 +294,9 @@ class RunWriter:
             return self._ids[index]
 
     def finish(self, index: int, workdir: Path, **kwargs: Any) -> None:
-        """Log trial ``index``'s results and close its run (see Tracker.finish_trial)."""
+        """Log trial ``index``'s results and close its run (``kwargs`` as
+        :meth:`Tracker.finished_record` takes them; params the run was created with
+        keep their value)."""
         self._queue.put(("finish", index, (workdir, kwargs)))
 
     def kill(self, index: int) -> None:
@@ -380,11 +320,7 @@ class RunWriter:
                     break
             if self._error is None:
                 try:
-                    if self._bulk is not None:
-                        self._write_batch(batch)
-                    else:
-                        for item in batch:
-                            self._write_one(*item)
+                    self._write_batch(batch)
                 except BaseException as exc:  # surfaced to the flow by run_id()/close()
                     with self._ready:
                         self._error = exc
@@ -392,39 +328,23 @@ class RunWriter:
             if any(what == "stop" for what, _, _ in batch):
                 return
 
-    def _created_now(self, indexes: list[int]) -> None:
-        with self._ready:
-            self._created.update(indexes)
-            self._ready.notify_all()
-
-    def _write_one(self, what: str, index: int, payload: Any) -> None:
-        if what == "create" and index not in self._created:
-            run_id = self.tracker.start_trial(self.parent_id, payload)
-            with self._ready:
-                self._ids[index] = run_id
-            self._created_now([index])
-        elif what == "finish":
-            workdir, kwargs = payload
-            self.tracker.finish_trial(self._ids[index], workdir, **kwargs)
-        elif what == "kill" and index in self._created:
-            self.tracker.client.set_terminated(self._ids[index], status="KILLED")
-
     def _write_batch(self, batch: list[tuple[str, int, Any]]) -> None:
-        assert self._bulk is not None
-        creates = [
-            (i, tags) for what, i, tags in batch if what == "create" and i not in self._created
-        ]
-        if creates:
-            rows = [
-                (
-                    self._ids[i],
-                    tags.get("sweepflow.label", "")[:250] or f"{self.tracker.job}[{i}]",
-                    self.tracker.trial_run_tags(self.parent_id, tags),
-                )
-                for i, tags in dict(creates).items()
-            ]
-            self._bulk.create(self.tracker.experiment_id, rows, int(time.time() * 1000))
-            self._created_now([i for i, _ in creates])
+        creates: dict[int, NewRun] = {}
+        for what, i, payload in batch:
+            if what == "create" and i not in self._created and i not in creates:
+                tags, params = payload
+                creates[i] = self.tracker.trial_run(self.parent_id, tags, params, i)
+        # One transaction for the direct store; one run at a time through the client,
+        # each id handed out as soon as its run exists.
+        groups = [list(creates)] if self._bulk is not None else [[i] for i in creates]
+        for group in groups:
+            if not group:
+                continue
+            ids = self.tracker.store.create(self.tracker.experiment_id, [creates[i] for i in group])
+            with self._ready:
+                self._ids.update(zip(group, ids, strict=True))
+                self._created.update(group)
+                self._ready.notify_all()
         now = int(time.time() * 1000)
         records = []
         for what, i, payload in batch:
@@ -433,20 +353,7 @@ class RunWriter:
                 records.append(self.tracker.finished_record(self._ids[i], workdir, **kwargs))
             elif what == "kill" and i in self._created:
                 records.append(Finished(self._ids[i], "KILLED", now))
-        finish_runs(self.tracker, records)
-
-
-def finish_runs(tracker: Tracker, records: list[Finished]) -> None:
-    """Write finished runs in one transaction of the direct store; if that fails (e.g.
-    a program logged a param itself), one by one through MLflow's client, which merges."""
-    if not records:
-        return
-    assert tracker.bulk is not None
-    try:
-        tracker.bulk.finish(records)
-    except Exception:
-        for record in records:
-            tracker.write_finished(record)
+        self.tracker.write(records)
 
 
 @functools.cache
