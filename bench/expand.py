@@ -69,7 +69,7 @@ def main() -> None:
 
         def stream() -> int:
             counter = itertools.count()
-            deque(zip(job.iter_trials(), counter, strict=False), maxlen=0)  # consume in C
+            deque(zip(compile_job(job).iter_trials(), counter, strict=False), maxlen=0)  # consume in C
             return next(counter)
 
         def materialise() -> int:

@@ -5,3 +5,7 @@
 - ``specs``: trial specs with cache keys and folders.
 - ``space``: the search space of an ``optimize:`` job.
 """
+
+from sweepflow.plan.expansion import Plan, compile_job
+
+__all__ = ["Plan", "compile_job"]
