@@ -69,7 +69,9 @@ def main() -> None:
 
         def stream() -> int:
             counter = itertools.count()
-            deque(zip(compile_job(job).iter_trials(), counter, strict=False), maxlen=0)  # consume in C
+            deque(
+                zip(compile_job(job).iter_trials(), counter, strict=False), maxlen=0
+            )  # consume in C
             return next(counter)
 
         def materialise() -> int:

@@ -5,6 +5,13 @@ step), on the ``sweepflow`` process work pool, with the job's name and file as d
 parameters and the job's ``schedule:`` as its cron schedule. Prefect upserts deployments
 by (flow, name), so deploying again updates them (schedules included) instead of adding
 copies.
+
+Everything goes through Prefect's client (``create_deployment`` with
+``DeploymentScheduleCreate``, ``read_flow_runs``). Not ``flow.to_deployment(...)`` /
+``RunnerDeployment.apply``: for a module entrypoint without remote storage it registers
+no pull steps (empty on create, cleared on update), so the worker would not run the flow
+in the job's folder. The one call without a client method is the server's "schedule
+runs now" route, taken by name from the client's own route list.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from prefect import runtime
 from prefect.artifacts import create_table_artifact
 
 from sweepflow.engine.progress import TrialOutcome
-from sweepflow.execution.trial import TrialResult, TrialSpec
+from sweepflow.execution.trial import TrialResult
 from sweepflow.services.cluster import local_cluster_kwargs, take, worker_environment
 from sweepflow.spec.profiles import Profile
 
@@ -29,7 +29,6 @@ __all__ = [
     "start_cluster",
     "task_runner",
     "trials_table",
-    "unit_results",
 ]
 
 
@@ -163,17 +162,6 @@ def end_with_worker() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="sweepflow-worker-watch", daemon=True).start()
-
-
-def unit_results(future: Any, unit: list[TrialSpec]) -> list[tuple[TrialSpec, Any, str]]:
-    """(spec, result or None, error) of every trial of a finished task."""
-    value = future.result(raise_on_failure=False)
-    if isinstance(value, list):  # a chunk: one item per trial
-        return [(spec, item.result, item.error) for spec, item in zip(unit, value, strict=True)]
-    if isinstance(value, TrialResult):
-        return [(unit[0], value, "")]
-    error = str(value) if isinstance(value, BaseException) else "failed"
-    return [(spec, None, error) for spec in unit]
 
 
 def trials_table(job: str, rows: list[TrialOutcome]) -> None:

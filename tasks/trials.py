@@ -1,54 +1,37 @@
-"""The trial task: one unit of a job, cached by sweepflow's own key."""
+"""The trial tasks: one trial, or a chunk of short ones, per task run; results stored
+under each trial's own cache key."""
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE, CachePolicy
-from prefect.filesystems import LocalFileSystem
-from prefect.results import ResultRecord, ResultRecordMetadata, ResultStore
-from prefect.serializers import JSONSerializer
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from sweepflow.cache.results import read_result
+from sweepflow.cache.results import save_result
 from sweepflow.execution.trial import TrialFailed, TrialResult, TrialSpec, execute
 
-__all__ = [
-    "Chunk",
-    "ChunkItem",
-    "TrialCachePolicy",
-    "cached_result",
-    "result_store",
-    "run_chunk",
-    "run_trial",
-    "save_result",
-]
+__all__ = ["Chunk", "ChunkItem", "run_chunk", "run_trial"]
 
 
-class TrialCachePolicy(CachePolicy):
-    """Key = the spec's cache key (command, parameters, code fingerprint, format);
-    never the run id, so results are found across processes and after crashes."""
-
-    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: Any, **kw: Any):
-        spec = inputs.get("spec")
-        return spec.cache_key if isinstance(spec, TrialSpec) else None
-
-
+# Not Prefect's result persistence or cache policy: sweepflow.cache.results owns the
+# stored results (one format, checked on read), and the engine skips cache hits
+# before any task run is created.
 @task(
     name="run-trial",
     task_run_name="{spec.job}[{spec.index}]",
-    cache_policy=TrialCachePolicy(),
-    persist_result=True,
-    result_serializer="json",
+    cache_policy=NO_CACHE,
+    persist_result=False,
 )
-def run_trial(spec: TrialSpec) -> TrialResult:
-    """Run one trial (or batch, or submit handler); raise if it fails."""
+def run_trial(spec: TrialSpec, state: str) -> TrialResult:
+    """Run one trial (or batch, or submit handler) and store its result under its
+    cache key in ``<state>/results``; raise if it fails."""
     logger = get_run_logger()
-    return execute(spec, log=logger.info)
+    result = execute(spec, log=logger.info)
+    if spec.cache_key:
+        save_result(Path(state, "results"), result)
+    return result
 
 
 class ChunkItem(BaseModel):
@@ -79,9 +62,7 @@ def run_chunk(
     :func:`run_trial` would, so caching, tracking and status stay per trial. A failed
     trial is tried up to ``retries`` more times, as the job's ``retries`` asks."""
     logger = get_run_logger()
-    store = result_store(Path(state))
-    folder = Path(state, "results").resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(state, "results")
     items: list[ChunkItem] = []
     for spec in chunk.specs:
         if fail_fast and any(item.result is None for item in items):
@@ -98,35 +79,7 @@ def run_chunk(
         else:
             items.append(ChunkItem(error=error))
             continue
-        save_result(store, folder, result, spec.cache_key)
+        if spec.cache_key:
+            save_result(folder, result)
         items.append(ChunkItem(result=result))
     return items
-
-
-def result_store(state: Path) -> ResultStore:
-    """The store the trial task persists its results in (``<state>/results``)."""
-    storage = LocalFileSystem(basepath=str(state / "results"))
-    return ResultStore(result_storage=storage, serializer=JSONSerializer())
-
-
-def save_result(store: ResultStore, folder: Path, result: TrialResult, key: str) -> None:
-    """Persist ``result`` under ``key`` in ``folder`` (the store's resolved base path)
-    as ``store.write`` does: one file with Prefect's result record, which run_trial's
-    cache policy and :func:`cached_result` read. Written directly (and atomically):
-    ``store.write`` resolves the path and hands the write to Prefect's event loop
-    thread, ~4 ms per trial on a busy Dask worker, more than a short trial."""
-    path = folder / key
-    record = ResultRecord(
-        result=result,
-        metadata=ResultRecordMetadata(serializer=store.serializer, storage_key=str(path)),
-    )
-    partial = path.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
-    partial.write_bytes(record.serialize())
-    os.replace(partial, path)
-
-
-def cached_result(store: ResultStore, key: str) -> TrialResult | None:
-    """The cached result for ``key``, read without creating a task run; or None."""
-    if not key:
-        return None
-    return read_result(Path(store.result_storage.basepath, key))  # type: ignore[union-attr]

@@ -352,14 +352,14 @@ def test_median_pruner_prunes_with_an_rdb_storage(project: Path, capsys) -> None
         assert len(trial.intermediate_values) < 4  # stopped before the last step
     assert len(evaluations(project, "pruned")) == states["PRUNED"]
     # A pruned trial is not cached: no result under its key.
-    from tasks.trials import cached_result, result_store
+    from sweepflow.cache.results import load_result
 
-    store = result_store(project / ".sweepflow")
+    results = project / ".sweepflow" / "results"
     runs = mlflow_runs(project, "prune", "trial")
     by_state = Counter(r.data.tags["optuna.state"] for r in runs)
     assert by_state == {"PRUNED": states["PRUNED"], "COMPLETE": states["COMPLETE"]}
     for run in runs:
-        hit = cached_result(store, run.data.tags["sweepflow.cache_key"])
+        hit = load_result(results, run.data.tags["sweepflow.cache_key"])
         assert (hit is not None) == (run.data.tags["optuna.state"] == "COMPLETE")
 
 

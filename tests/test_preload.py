@@ -23,6 +23,7 @@ import pytest
 
 from sweepflow.cli.main import main
 from sweepflow.execution.trial import TrialFailed, TrialSpec, execute, terminate_all
+from sweepflow.plan.expansion import compile_job
 from sweepflow.spec.jobs import load_jobs
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
@@ -294,9 +295,12 @@ def test_a_zygote_dying_mid_trial_fails_that_trial_only(project: Path) -> None:
     assert _probe(after)["colorsys"]
 
 
-def test_the_zygote_stops_its_trials_when_its_parent_dies(project: Path) -> None:
+@pytest.mark.parametrize("preload", [("colorsys",), ()], ids=["warm", "new-process"])
+def test_a_trial_stops_when_the_process_running_it_is_killed(
+    project: Path, preload: tuple[str, ...]
+) -> None:
     _write(project, "prog.py", "import os, time\nprint(os.getppid(), flush=True)\ntime.sleep(60)\n")
-    spec = _spec(project, ["python", "prog.py"])
+    spec = _spec(project, ["python", "prog.py"], preload=preload)
     parent = subprocess.Popen(
         [
             sys.executable,
@@ -314,6 +318,45 @@ def test_the_zygote_stops_its_trials_when_its_parent_dies(project: Path) -> None
         parent.wait()
 
     assert _gone(pid) and _gone(zygote)
+
+
+def test_a_trial_stops_when_its_zygote_is_killed_even_if_no_one_is_left_to_stop_it(
+    project: Path,
+) -> None:
+    _write(project, "prog.py", "import os, time\nprint(os.getppid(), flush=True)\ntime.sleep(60)\n")
+    spec = _spec(project, ["python", "prog.py"])
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sweepflow.execution.trial import *; "
+            "execute(TrialSpec.model_validate_json(sys.argv[1]))",
+            spec.model_dump_json(),
+        ],
+    )
+    try:
+        pid = int(_wait_for(Path(spec.workdir) / "pid"))
+        zygote = int(_wait_for(Path(spec.workdir) / "stdout.log"))
+        os.kill(parent.pid, signal.SIGSTOP)  # the requester cannot kill the trial's group
+        os.kill(zygote, signal.SIGKILL)
+        assert _gone(pid)  # the kernel stopped it (PR_SET_PDEATHSIG)
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_importing_sweepflow_registers_no_exit_or_fork_handlers() -> None:
+    code = """\
+import atexit, os
+before = atexit._ncallbacks()
+import sweepflow, sweepflow.execution.trial, sweepflow.spec.jobs
+from sweepflow.execution import warm
+print(atexit._ncallbacks() - before, warm._HOOKED)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["0", "False"]
 
 
 # -- job files ---------------------------------------------------------------------------
@@ -366,4 +409,4 @@ def test_preload_lists_and_strings(project: Path) -> None:
         ("numpy",),
     ]
     for job in jobs.values():
-        job.plan()  # all valid
+        compile_job(job)  # all valid

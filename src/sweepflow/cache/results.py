@@ -1,4 +1,15 @@
-"""A sweep whose every trial is cached, answered without starting anything.
+"""Stored trial results: their one reader and writer, and fully cached sweeps.
+
+A result is one JSON file per cache key in ``<state>/results``, written to a temporary
+name and renamed (atomic), with a SHA-256 of its content::
+
+    {"sweepflow": "trial-result", "version": 1, "cache_key": ..., "sha256": ...,
+     "result": {...}}
+
+Nothing else writes or parses these files: the trial tasks save through
+:func:`save_result`, and the flows, the CLI and the tests read through
+:func:`load_result`. Files that Prefect's result store wrote (before this format) are
+still read, so an upgrade re-runs nothing.
 
 ``sweepflow run`` checks the result files first: when every trial of the sweep has a
 cached result and no run of the job is in progress (or was killed and left runs to
@@ -11,15 +22,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sweepflow.execution.trial import TrialResult, TrialSpec
+from sweepflow.hashing import digest
 from sweepflow.tracking.writer import _pid_alive  # the same liveness check as for stale MLflow runs
 
-__all__ = ["all_cached", "read_result", "running"]
+__all__ = ["all_cached", "load_result", "read_result", "running", "save_result"]
 
-_RESULT_CLASS = f"{TrialResult.__module__}.{TrialResult.__qualname__}"
+_KIND, _VERSION = "trial-result", 1
+# Prefect's result records (JSON serializer) name the class; the module moved once.
+_LEGACY_CLASSES = {
+    f"{TrialResult.__module__}.{TrialResult.__qualname__}",
+    "sweepflow.execute.TrialResult",
+}
 
 
 def _active(state: Path, job: str) -> Path:
@@ -46,14 +65,60 @@ def running(state: Path, job: str) -> Iterator[None]:
         mine.unlink(missing_ok=True)
 
 
+def _jsonable(value: Any) -> Any:
+    """A value JSON cannot hold as is: a numpy/JAX scalar as its number, else its text."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        with contextlib.suppress(Exception):
+            return item()
+    return str(value)
+
+
+def save_result(folder: Path, result: TrialResult) -> Path:
+    """Store ``result`` under its cache key in ``folder`` (atomically); return the file.
+
+    A reader never sees a half-written file: the content goes to a temporary name in
+    the same folder first and is renamed over the key.
+    """
+    payload = json.loads(result.model_dump_json(fallback=_jsonable))
+    record = {
+        "sweepflow": _KIND,
+        "version": _VERSION,
+        "cache_key": result.cache_key,
+        "sha256": digest(payload),
+        "result": payload,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / result.cache_key
+    partial = folder / f".{result.cache_key}.{os.getpid()}.{threading.get_ident()}.tmp"
+    partial.write_text(json.dumps(record, separators=(",", ":")))
+    os.replace(partial, path)
+    return path
+
+
+def load_result(folder: Path, key: str) -> TrialResult | None:
+    """The stored result for cache key ``key`` in ``folder``, or None (missing,
+    unreadable, altered, or stored under another key)."""
+    if not key:
+        return None
+    result = read_result(folder / key)
+    return result if result is not None and result.cache_key == key else None
+
+
 def read_result(path: Path) -> TrialResult | None:
-    """A result file as Prefect's result store wrote it (JSON serializer), or None."""
+    """A result file (this format, or a Prefect result record of older versions), or
+    None if it is missing, unreadable, or its checksum does not match."""
     try:
         record = json.loads(path.read_bytes())
-        payload = json.loads(record["result"])
-        if payload.get("__class__") != _RESULT_CLASS:
+        if record.get("sweepflow") == _KIND:
+            payload = record["result"]
+            if record.get("sha256") != digest(payload):
+                return None
+            return TrialResult.model_validate(payload)
+        legacy = json.loads(record["result"])
+        if legacy.get("__class__") not in _LEGACY_CLASSES:
             return None
-        return TrialResult.model_validate(payload["data"])
+        return TrialResult.model_validate(legacy["data"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -67,8 +132,8 @@ def all_cached(specs: list[TrialSpec], state: Path, job: str) -> list[TrialResul
     results = []
     folder = state / "results"
     for spec in specs:
-        result = read_result(folder / spec.cache_key) if spec.cache_key else None
-        if result is None or result.cache_key != spec.cache_key:
+        result = load_result(folder, spec.cache_key)
+        if result is None:
             return None
         results.append(result)
     return results

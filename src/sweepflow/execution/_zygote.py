@@ -7,15 +7,21 @@ socket. Then, per trial, one byte on the control socket carries four descriptors
 reply socket, stdin, stdout and stderr. The request (JSON) follows on the reply socket,
 which the requester then shuts for writing. The zygote forks; the child starts its own
 session, answers ``{"pid": N}`` and runs the program as ``python`` would; the zygote
-reaps it and answers ``{"exit": CODE}`` (negative: the signal that killed it). When the
-control socket closes (its requester exited or died), the zygote kills the process
-groups of its children and exits. It stays single-threaded, because it forks.
+reaps it and answers ``{"exit": CODE}`` (negative: the signal that killed it).
+
+Lifetimes, without polling: when the control socket closes (its requester exited or
+died: the kernel closes the descriptors of every thread at once), the zygote kills the
+process groups of its children and exits. Each child asks the kernel for SIGKILL when
+the zygote dies (``PR_SET_PDEATHSIG``, :mod:`sweepflow.execution.lifetime`). The zygote
+does not ask that for itself: the kernel would tie it to the requester's *thread* that
+started it, while it serves the whole process. It stays single-threaded, because it forks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import runpy
@@ -50,6 +56,21 @@ def _site_path() -> list[str]:
     return path
 
 
+def _lifetime() -> Any:
+    """sweepflow's ``lifetime`` module, loaded by path (this interpreter may lack
+    sweepflow), with libc's ``prctl`` looked up before any fork; None if it fails."""
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "_sweepflow_lifetime", os.path.join(_HERE, "lifetime.py")
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module._prctl()
+    except Exception:  # children then stop only through _kill_children
+        return None
+    return module
+
+
 def _preload(modules: list[str]) -> str:
     """Import ``modules``; return why one failed, or ``""``."""
     for name in modules:
@@ -72,8 +93,10 @@ def _read_request(reply: socket.socket) -> dict[str, Any]:
 class _Zygote:
     """The serving loop: fork a child per request, reap children, report their exits."""
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, lifetime: Any) -> None:
         self.control = control
+        self.lifetime = lifetime
+        self.pid = os.getpid()
         self.children: dict[int, socket.socket] = {}  # pid -> its reply socket
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -127,6 +150,8 @@ class _Zygote:
     def _become_child(self, reply: socket.socket, stdio: list[int]) -> None:
         """In the child: its own session, default signals, only its own descriptors."""
         os.setsid()  # a process group of its own: timeouts and Ctrl-C kill it with killpg
+        if self.lifetime is not None:  # a zygote killed outright takes its children along
+            self.lifetime.die_with_parent(signal.SIGKILL, parent=self.pid)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -207,11 +232,12 @@ def main(argv: list[str]) -> None:
     control = socket.socket(fileno=int(argv[0]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends when its control socket closes
     site_path = _site_path()
+    lifetime = _lifetime()
     error = _preload(argv[1:])
     _send(control, {"error": error} if error else {"ready": True})
     if error:
         return
-    request = _Zygote(control).serve()
+    request = _Zygote(control, lifetime).serve()
     if request is not None:
         _prepare(request, site_path)
         sys.exit(_run(request))

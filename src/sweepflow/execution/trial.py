@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sweepflow.errors import SweepflowError
+from sweepflow.errors import TrialFailed, TrialPruned  # defined there: light to import
+from sweepflow.execution.lifetime import with_parent_death
 from sweepflow.execution.warm import WarmProcess, WarmStartError, spawn
 from sweepflow.tracking.snapshot import unflatten
 
@@ -48,21 +49,6 @@ _RUNNING: set[subprocess.Popen | WarmProcess] = set()
 _RUNNING_LOCK = threading.Lock()
 _IMPORT_LOCK = threading.Lock()
 _LOADED: dict[str, tuple[int, int]] = {}  # module file -> (mtime_ns, size) when imported
-
-
-class TrialFailed(SweepflowError, RuntimeError):
-    """A trial whose program exited non-zero, timed out, or raised."""
-
-
-class TrialPruned(TrialFailed):
-    """A trial the search's pruner stopped early (see ``sweepflow.should_prune``).
-
-    Raise it from a ``call:`` function (or exit a ``run:`` program) once
-    ``should_prune()`` says so; the trial is told PRUNED, and never cached.
-    """
-
-    def __init__(self, message: str = "pruned by the search's pruner") -> None:
-        super().__init__(message)
 
 
 class TrialSpec(BaseModel):
@@ -185,7 +171,7 @@ def _start(
     if spec.preload:
         return spawn(argv, spec.preload, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
     return subprocess.Popen(  # no shell: argv items reach the program verbatim
-        argv,
+        with_parent_death(argv, cwd, env),  # this thread waits for it: it dies with us
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,

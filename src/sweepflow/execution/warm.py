@@ -16,72 +16,25 @@ import atexit
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from sweepflow.errors import SweepflowError
+from sweepflow.spec.interpreter import PythonCommand, python_command
 
 __all__ = ["PythonCommand", "WarmProcess", "WarmStartError", "python_command", "spawn"]
 
 _ZYGOTE = Path(__file__).with_name("_zygote.py")
-_INTERPRETER = re.compile(r"python[0-9.]*")
-# Interpreter options without an argument; the zygote runs with them, so they hold.
-_FLAGS = "bBEIOPqsu"
 
 
 class WarmStartError(SweepflowError, RuntimeError):
     """A warm interpreter could not run a program: a preload import failed, or it died."""
-
-
-@dataclass(frozen=True)
-class PythonCommand:
-    """A command ``python [flags] script args`` or ``python [flags] -m module args``."""
-
-    interpreter: str
-    flags: tuple[str, ...]
-    target: str
-    module: bool
-    args: tuple[str, ...]
-
-
-def python_command(argv: Sequence[str]) -> PythonCommand:
-    """Split a python command line; raise ValueError saying why ``argv`` is not one.
-
-    >>> command = python_command(["python", "-u", "train.py", "lr=0.1"])
-    >>> command.flags, command.target, command.module, command.args
-    (('-u',), 'train.py', False, ('lr=0.1',))
-    >>> python_command(["python3", "-m", "pkg.train"]).module
-    True
-    >>> python_command(["python", "-c", "print(1)"])
-    Traceback (most recent call last):
-    ...
-    ValueError: python option '-c' cannot be used with preload (allowed: -b -B -E -I -O -P -q -s -u)
-    """
-    if not argv or not _INTERPRETER.fullmatch(os.path.basename(argv[0])):
-        raise ValueError(f"{argv[0] if argv else ''!r} is not a python interpreter")
-    words = list(argv[1:])
-    flags = []
-    while words and words[0].startswith("-") and words[0] != "-m":
-        word = words.pop(0)
-        if len(word) < 2 or not set(word[1:]) <= set(_FLAGS):
-            allowed = " ".join(f"-{flag}" for flag in _FLAGS)
-            raise ValueError(
-                f"python option {word!r} cannot be used with preload (allowed: {allowed})"
-            )
-        flags.append(word)
-    module = bool(words) and words[0] == "-m"
-    words = words[1:] if module else words
-    if not words:
-        raise ValueError("the command names no script or module to run")
-    return PythonCommand(argv[0], tuple(flags), words[0], module, tuple(words[1:]))
 
 
 class _Lines:
@@ -227,6 +180,7 @@ class _Zygote:
 
 _LOCK = threading.Lock()
 _ZYGOTES: dict[tuple, _Zygote] = {}
+_HOOKED = False  # whether _stop_all and _in_forked_child are registered (first zygote)
 
 
 def _zygote(command: PythonCommand, preload: tuple[str, ...], env: dict[str, str]) -> _Zygote:
@@ -234,6 +188,7 @@ def _zygote(command: PythonCommand, preload: tuple[str, ...], env: dict[str, str
     now if there is none, or it died)."""
     key = (command.interpreter, command.flags, preload, frozenset(env.items()))
     with _LOCK:
+        _hook_once()
         zygote = _ZYGOTES.get(key)
         if zygote is None or zygote.process.poll() is not None:
             if zygote is not None:
@@ -254,7 +209,16 @@ def _forget(zygote: _Zygote) -> None:
     zygote.process.wait()
 
 
-@atexit.register
+def _hook_once() -> None:
+    """Register the exit and fork handlers, once, as the first zygote starts: importing
+    sweepflow registers nothing in a user's program (call with ``_LOCK`` held)."""
+    global _HOOKED
+    if not _HOOKED:
+        atexit.register(_stop_all)
+        os.register_at_fork(after_in_child=_in_forked_child)
+        _HOOKED = True
+
+
 def _stop_all() -> None:
     """Stop every zygote of this process."""
     with _LOCK:
@@ -271,9 +235,6 @@ def _in_forked_child() -> None:
     for zygote in _ZYGOTES.values():
         zygote.control.close()
     _ZYGOTES.clear()
-
-
-os.register_at_fork(after_in_child=_in_forked_child)
 
 
 def _pipe_or_fd(stream: int | IO[Any]) -> tuple[int | None, int]:

@@ -205,7 +205,7 @@ def counted(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and not trial.system_attrs.get(INTERRUPTED_ATTR)
 
 
-def params_text(trial: FrozenTrial, space: SearchSpace) -> dict[str, str]:
+def params_text(trial: FrozenTrial | optuna.Trial, space: SearchSpace) -> dict[str, str]:
     """A trial's parameters as program text: sampled values, then the fixed ones."""
     sampled = {dim.key: format_value(trial.params[dim.key]) for dim in space.dimensions}
     return {**sampled, **space.fixed}
@@ -224,7 +224,7 @@ def recover_stale(
 
     told = failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        driver = trial.system_attrs.get(DRIVER_ATTR)
+        driver = trial.user_attrs.get(DRIVER_ATTR) or trial.system_attrs.get(DRIVER_ATTR)
         if driver and _driver_alive(str(driver)):
             continue
         values = cached_values(trial)

@@ -1,0 +1,137 @@
+"""The flow side of the engine's callbacks: MLflow runs, progress events, the trial table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from prefect import runtime
+
+from flows._runtime import placement_tags, save_profile, trials_table
+from sweepflow.engine.progress import TrialOutcome, count_outcomes, current_sink, outcome_of
+from sweepflow.engine.scheduler import Outcome
+from sweepflow.execution.trial import TrialResult, TrialSpec
+from sweepflow.tracking.writer import RunWriter, Tracker, trial_tags, versions
+
+__all__ = ["Record", "open_parent"]
+
+
+def open_parent(
+    job: Any,
+    uri: str,
+    profile: Any,
+    state: Path,
+    cached: Callable[[str], TrialResult | None],
+    params: dict[str, str],
+    tags: dict[str, str] | None = None,
+) -> tuple[Tracker, str]:
+    """The job's tracker and this execution's parent run (stale runs reaped first, the
+    resolved profile saved with it)."""
+    tracker = Tracker(uri, job.experiment, job.key)
+    tracker.reap_stale(cached)
+    flow_run_id = str(runtime.flow_run.id or "")
+    tags = {"prefect.flow_run_id": flow_run_id, "sweepflow.versions": versions()} | (tags or {})
+    parent = tracker.start_parent(params | {"profile": profile.name}, tags)
+    save_profile(profile, state, job.key, flow_run_id, tracker, parent)
+    return tracker, parent
+
+
+class Record:
+    """What one execution's trials did: their MLflow runs (created when their unit is
+    submitted, finished or killed as they end), progress events and outcomes."""
+
+    def __init__(
+        self, job: Any, tracker: Tracker, parent: str, uri: str, total: int, cached: int = 0
+    ) -> None:
+        """Start the progress display: ``total`` trials, ``cached`` of them cache hits."""
+        self.job, self.tracker, self.parent, self.total = job, tracker, parent, total
+        self.writer = RunWriter(tracker, parent)
+        self.flow_run_id = str(runtime.flow_run.id or "")
+        self.env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_ID": tracker.experiment_id}
+        self.summary = {"job": job.key, "experiment": job.experiment, "tracking_uri": uri}
+        self.sink = current_sink()
+        self.sink.start(job.key, total, cached)
+        self.outcomes: dict[int, TrialOutcome] = {}
+        self.started: set[int] = set()
+        self._drained = False
+
+    def cached(self, spec: TrialSpec, result: TrialResult) -> None:
+        """A sweep's cache hit: an outcome, no run."""
+        self.outcomes[spec.index] = outcome_of(spec, "cached", result)
+        self.sink.finished(self.outcomes[spec.index])
+
+    def start(self, specs: Sequence[TrialSpec]) -> list[TrialSpec]:
+        """Create the runs of ``specs``; return the specs with their run's environment."""
+        for spec in specs:
+            self.writer.prepare(spec.index, trial_tags(spec, self.flow_run_id), params=spec.params)
+            self.started.add(spec.index)
+        return [
+            spec.model_copy(
+                update={"env": self.env | {"MLFLOW_RUN_ID": self.writer.run_id(spec.index)}}
+            )
+            for spec in specs
+        ]
+
+    def finish(self, spec: TrialSpec, outcome: Outcome, tags: dict[str, str] | None = None) -> None:
+        """Close a trial's run (KILLED if it never ran) and report its outcome."""
+        result = outcome.result
+        if outcome.status == "cancelled":
+            self.writer.kill(spec.index)
+        else:
+            self.writer.finish(
+                spec.index,
+                Path(spec.workdir),
+                params=spec.params,
+                metrics=result.metrics if result else None,
+                ok=outcome.status in ("done", "cached"),
+                tags=outcome.tags | placement_tags(result) | (tags or {}),
+                **_own_times(outcome),
+            )
+        run_id = self.writer.run_id(spec.index) if spec.index in self.started else ""
+        trial = outcome_of(spec, outcome.status, result, outcome.error)
+        self.outcomes[spec.index] = replace(trial, run_id=run_id)
+        self.sink.finished(self.outcomes[spec.index])
+
+    def logged(self, index: int) -> dict[str, float]:
+        """The metrics trial ``index``'s program logged to its run itself."""
+        return dict(self.tracker.client.get_run(self.writer.run_id(index)).data.metrics)
+
+    def abort(self, specs: Sequence[TrialSpec]) -> None:
+        """Trials stopped by an interrupt or error: their runs KILLED."""
+        for spec in specs:
+            self.writer.kill(spec.index)
+
+    def drain(self) -> None:
+        """Write every queued run update (raise the first error writing met)."""
+        if not self._drained:
+            self._drained = True
+            self.sink.running(0)
+            self.writer.close()
+
+    def close(self, status: str | None = None) -> dict[str, int]:
+        """Drain, and close the parent run with ``status`` (default: FAILED if a trial
+        failed or was cancelled, else FINISHED); return the counts."""
+        try:
+            self.drain()
+        finally:
+            counts = count_outcomes(self.outcomes.values(), self.total)
+            if status is None:
+                status = "FAILED" if counts["failed"] + counts["cancelled"] else "FINISHED"
+            self.tracker.finish_parent(self.parent, counts, status)
+        return counts
+
+    def publish(self, rows: list[TrialOutcome], counts: dict[str, int]) -> dict[str, Any]:
+        """The trial table artifact; the summary the flow returns."""
+        trials_table(self.job.key, rows)
+        trials = [vars(o) for o in rows]
+        return self.summary | {"counts": counts, "trials": trials, "parent_run": self.parent}
+
+
+def _own_times(outcome: Outcome) -> dict[str, float]:
+    """A trial that ran now: its run's start and end are the trial's (not its queue's)."""
+    result = outcome.result
+    if outcome.status != "done" or result is None:
+        return {}
+    return {"started": result.started, "ended": result.ended}
