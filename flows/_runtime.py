@@ -16,6 +16,7 @@ from prefect import runtime
 from prefect.artifacts import create_table_artifact
 
 from sweepflow.engine.progress import TrialOutcome
+from sweepflow.execution.lifetime import die_with_parent
 from sweepflow.execution.trial import TrialResult
 from sweepflow.services.cluster import local_cluster_kwargs, take, worker_environment
 from sweepflow.spec.profiles import Profile
@@ -144,22 +145,34 @@ def end_with_worker() -> None:
     """Under a worker, end this flow run when the worker process dies.
 
     The worker starts each flow run as a child process; without this, a killed worker
-    leaves its flow runs going on unsupervised. A watchdog thread notices the parent is
-    gone, points stdout/stderr (pipes to the dead worker) at /dev/null so that logging
-    cannot fail, and sends this process SIGTERM, which Prefect reports as Crashed; the
-    trials are stopped and the next run of the deployment resumes through the cache.
+    leaves its flow runs going on unsupervised. The kernel tells this process
+    (``PR_SET_PDEATHSIG``, SIGHUP) when the worker is gone; the handler points
+    stdout/stderr (pipes to the dead worker) at /dev/null so that logging cannot fail,
+    and sends this process SIGTERM, which Prefect reports as Crashed; the trials are
+    stopped and the next run of the deployment resumes through the cache. Where the
+    kernel cannot (not Linux, or not on the main thread, which alone may set signal
+    handlers), a thread watches the parent instead.
     """
     if not runtime.deployment.id:
         return
     parent = os.getppid()
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
+    def end() -> None:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
         os.dup2(null, 2)
         os.kill(os.getpid(), signal.SIGTERM)
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGHUP, lambda signum, frame: end())
+        if die_with_parent(signal.SIGHUP, parent=parent):
+            return
+        signal.signal(signal.SIGHUP, previous)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        end()
 
     threading.Thread(target=watch, name="sweepflow-worker-watch", daemon=True).start()
 

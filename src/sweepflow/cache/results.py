@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sweepflow.execution.lifetime import pid_alive
 from sweepflow.execution.trial import TrialResult, TrialSpec
 from sweepflow.hashing import digest
-from sweepflow.tracking.writer import _pid_alive  # the same liveness check as for stale MLflow runs
 
 __all__ = ["all_cached", "load_result", "read_result", "running", "save_result"]
 
@@ -55,7 +55,7 @@ def running(state: Path, job: str) -> Iterator[None]:
     folder = _active(state, job)
     folder.mkdir(parents=True, exist_ok=True)
     for marker in folder.iterdir():
-        if marker.name.isdigit() and not _pid_alive(int(marker.name)):
+        if marker.name.isdigit() and not pid_alive(int(marker.name)):
             marker.unlink(missing_ok=True)  # this run reaps what that one left
     mine = folder / str(os.getpid())
     mine.touch()

@@ -63,6 +63,8 @@ def _lifetime() -> Any:
         spec = importlib.util.spec_from_file_location(
             "_sweepflow_lifetime", os.path.join(_HERE, "lifetime.py")
         )
+        if spec is None or spec.loader is None:
+            return None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module._prctl()

@@ -25,9 +25,24 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["die_with_parent", "with_parent_death"]
+__all__ = ["die_with_parent", "pid_alive", "with_parent_death"]
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (on this host; it may belong to another user).
+
+    >>> pid_alive(os.getpid())
+    True
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @functools.cache

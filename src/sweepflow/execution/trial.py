@@ -336,7 +336,8 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
     stop_orphan(workdir)
     (workdir / "report.jsonl").unlink(missing_ok=True)
     started = time.time()
-    returncode, value, metrics = None, None, {}
+    returncode, value = None, None
+    metrics: dict[str, float] = {}
     if spec.kind == "call":
         from sweepflow.reporting.channel import reporting_to
 

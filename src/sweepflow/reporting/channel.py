@@ -122,7 +122,7 @@ def _metric_value(name: str, value: object) -> float:
             f"metric {name!r} must be a real number, got {type(value).__name__} {value!r}"
         )
     try:  # 0-d arrays (numpy, JAX, torch scalars) convert with float()
-        return float(value)  # type: ignore[arg-type]
+        return float(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(
             f"metric {name!r} must be a single real number, got {type(value).__name__} "

@@ -63,7 +63,7 @@ def _trial(trial_setting: Setting) -> Any:
 def report_intermediate(values: Mapping[str, float], step: int, trial_setting: Setting) -> None:
     """Report the objective's value at ``step`` to the study (other metrics: ignored)."""
     metric = trial_setting("SWEEPFLOW_STUDY_METRIC")
-    if metric not in values:
+    if metric is None or metric not in values:
         return
     trial = _trial(trial_setting)
     trial.report(float(values[metric]), step)

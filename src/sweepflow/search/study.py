@@ -92,11 +92,11 @@ def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
         if dim.kind == "categorical":
             out[dim.key] = CategoricalDistribution(dim.choices)
         elif dim.kind == "int":
-            out[dim.key] = IntDistribution(int(dim.low), int(dim.high), step=int(dim.step or 1))
+            low, high = dim.low or 0, dim.high or 0  # a range always has both
+            out[dim.key] = IntDistribution(int(low), int(high), step=int(dim.step or 1))
         else:
-            out[dim.key] = FloatDistribution(
-                float(dim.low), float(dim.high), log=dim.log, step=dim.step
-            )
+            low, high = dim.low or 0.0, dim.high or 0.0
+            out[dim.key] = FloatDistribution(float(low), float(high), log=dim.log, step=dim.step)
     return out
 
 
@@ -113,7 +113,7 @@ def _sampler(settings: Optimize, space: SearchSpace, seed: int | None) -> Any:
         return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     grid = {dim.key: list(dim.grid or ()) for dim in space.dimensions}  # checked finite
 
-    class AskTellGrid(samplers.GridSampler):
+    class AskTellGrid(samplers.GridSampler):  # type: ignore[name-defined]
         """Optuna's grid sampler, minus its ``study.stop()`` once the grid is done,
         which only works inside ``study.optimize``: the search stops at ``n_trials``
         (the grid's size by default)."""

@@ -40,7 +40,7 @@ def local_cluster_kwargs(
     """``distributed.LocalCluster`` arguments of a ``dask-local`` run: the profile's, the
     worker environment, and worker processes importing the trial task as they start."""
     env = worker_environment(profile, api_url, tracking_uri)
-    kwargs = profile.model_copy(update={"worker_env": env}).cluster_kwargs(state)  # type: ignore[attr-defined]
+    kwargs = profile.model_copy(update={"worker_env": env}).cluster_kwargs(state)
     if kwargs.get("processes", True):
         kwargs.setdefault("preload", ["tasks.trials"])
     return kwargs
@@ -57,7 +57,7 @@ def start(kwargs: dict[str, Any], adapt: dict[str, int] | None) -> None:
             dask.config.set({"distributed.deploy.lost-worker-timeout": "5s"})
             cluster = LocalCluster(**kwargs)
             if adapt:
-                cluster.adapt(**adapt)
+                cluster.adapt(**adapt)  # type: ignore[arg-type]
             _STARTED["cluster"] = cluster
         except Exception as exc:  # the flow starts its own cluster instead
             _STARTED["error"] = exc

@@ -156,11 +156,10 @@ def _up(
         name: _process(layout, name, old[name]) if old.get(name) else None for name in SERVICES
     }
     wanted = ["prefect", *(["worker"] if worker else []), *(["mlflow"] if mlflow else [])]
-    ports = {
-        "prefect": _port("prefect", prefect_port, old, running),
-        "mlflow": _port("mlflow", mlflow_port, old, running) if mlflow else None,
-    }
-    if ports["prefect"] == ports["mlflow"]:
+    ports = {"prefect": _port("prefect", prefect_port, old, running)}
+    if mlflow:
+        ports["mlflow"] = _port("mlflow", mlflow_port, old, running)
+    if ports["prefect"] == ports.get("mlflow"):
         raise SweepflowError(
             f"--prefect-port and --mlflow-port are both {ports['prefect']}; choose two ports"
         )
@@ -180,7 +179,8 @@ def _up(
         if not running[name] and _process(layout, name, None) is None:
             layout.pid(name).unlink(missing_ok=True)
 
-    record = {"project": str(project), "env_file": str(layout.env), "tracking_uri": uri}
+    record: dict[str, Any] = {"project": str(project), "env_file": str(layout.env)}
+    record["tracking_uri"] = uri
     record |= {name: old[name] for name in SERVICES if running[name]}
     started: list[str] = []
     try:

@@ -109,7 +109,8 @@ class BulkStore:
             found = db.execute(query).first()
             if found is None:
                 now = _now_ms()
-                row = {"name": name, "artifact_location": location, "lifecycle_stage": "active"}
+                row: dict[str, Any] = {"name": name, "artifact_location": location}
+                row["lifecycle_stage"] = "active"
                 row |= {"creation_time": now, "last_update_time": now}
                 try:
                     new_id = db.execute(sa.insert(exp).values(row)).inserted_primary_key[0]
@@ -266,7 +267,8 @@ class BulkStore:
     def _params_of(self, db: Any, run_ids: list[str]) -> dict[str, set[str]]:
         import sqlalchemy as sa
 
-        table, found = self.t["params"], {}
+        table = self.t["params"]
+        found: dict[str, set[str]] = {}  # run id -> its param keys
         for start in range(0, len(run_ids), 500):
             query = sa.select(table.c.run_uuid, table.c.key)
             rows = db.execute(query.where(table.c.run_uuid.in_(run_ids[start : start + 500])))

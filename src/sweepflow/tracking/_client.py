@@ -65,7 +65,7 @@ class ClientStore:
             if len(params) <= limit and len(tags) <= limit and len(metrics) <= 800:
                 try:
                     self.client.log_batch(run.run_id, metrics, params, tags)
-                    params = metrics = tags = []
+                    params, metrics, tags = [], [], []
                 except MlflowException:
                     pass  # a param the run has with another value: item by item below
             for chunk in _chunks(metrics, rules.MAX_METRICS_PER_BATCH - 100):

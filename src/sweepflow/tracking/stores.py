@@ -7,14 +7,13 @@ on a thread while the caller waits on something else.
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 from typing import Any
 
 from sweepflow.tracking._bulk import BulkStore
 from sweepflow.tracking.uri import fast_commits, prepare_store, schema_head
 
-__all__ = ["open_client", "open_direct", "pid_alive", "prepare", "warm_up"]
+__all__ = ["open_client", "open_direct", "prepare", "warm_up"]
 
 # Opening a store (importing MLflow, checking the schema) takes seconds; warm_up does it
 # on a thread while the caller waits on something else, and Tracker waits for it here.
@@ -67,12 +66,4 @@ def warm_up(uri: str) -> threading.Thread:
     thread.start()
     return thread
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True

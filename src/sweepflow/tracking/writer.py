@@ -25,13 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from sweepflow.execution.lifetime import pid_alive
 from sweepflow.tracking._bulk import BulkStore
 from sweepflow.tracking._client import ClientStore
 from sweepflow.tracking.records import Finished, NewRun, cleaned, new_run, new_run_id
-from sweepflow.tracking.stores import open_client, open_direct, pid_alive, warm_up
+from sweepflow.tracking.stores import open_client, open_direct, warm_up
 from sweepflow.tracking.uri import default_tracking_uri, experiment_location
-
-_pid_alive = pid_alive  # sweepflow.cache.results uses the same liveness check
 
 __all__ = [
     "Finished",
@@ -172,7 +171,7 @@ class Tracker:
         rows += [(k, float(v), 0, now) for k, v in (metrics or {}).items() if k not in reported]
         logged = dict(params or {})
         logged.update({k: v for k, v in report.params.items() if k not in logged})
-        artifacts = [
+        artifacts: list[tuple[Path, str | None]] = [
             (workdir / name, None)
             for name in ("stdout.log", "stderr.log")
             if (workdir / name).is_file() and (workdir / name).stat().st_size
