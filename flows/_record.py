@@ -39,11 +39,23 @@ def open_parent(
 
 
 class Record:
-    """What one execution's trials did: their MLflow runs (created when their unit is
-    submitted, finished or killed as they end), progress events and outcomes."""
+    """What one execution's trials did: their MLflow runs, progress events and outcomes.
+
+    A trial's run is created with its params when its unit is submitted, or, for the
+    trials known ahead (``upcoming``, a sweep's in submission order), a little before,
+    SCHEDULED, and marked RUNNING when submitted: the scheduling loop then never waits
+    for MLflow. Runs are finished or killed as their trials end.
+    """
 
     def __init__(
-        self, job: Any, tracker: Tracker, parent: str, uri: str, total: int, cached: int = 0
+        self,
+        job: Any,
+        tracker: Tracker,
+        parent: str,
+        uri: str,
+        total: int,
+        cached: int = 0,
+        upcoming: Sequence[TrialSpec] = (),
     ) -> None:
         """Start the progress display: ``total`` trials, ``cached`` of them cache hits."""
         self.job, self.tracker, self.parent, self.total = job, tracker, parent, total
@@ -55,6 +67,8 @@ class Record:
         self.sink.start(job.key, total, cached)
         self.outcomes: dict[int, TrialOutcome] = {}
         self.started: set[int] = set()
+        self._upcoming, self._ahead = list(upcoming), 0  # prepared SCHEDULED up to here
+        self._scheduled: set[int] = set()
         self._drained = False
 
     def cached(self, spec: TrialSpec, result: TrialResult) -> None:
@@ -63,16 +77,32 @@ class Record:
         self.sink.finished(self.outcomes[spec.index])
 
     def start(self, specs: Sequence[TrialSpec]) -> list[TrialSpec]:
-        """Create the runs of ``specs``; return the specs with their run's environment."""
+        """Create (or mark RUNNING) the runs of ``specs``, and schedule the runs of the
+        trials after them; return the specs with their run's environment."""
         for spec in specs:
-            self.writer.prepare(spec.index, trial_tags(spec, self.flow_run_id), params=spec.params)
+            if spec.index in self._scheduled:
+                self.writer.start(spec.index)
+            else:
+                self._prepare(spec)
             self.started.add(spec.index)
+        if specs and self._upcoming:  # the next units' runs, written while these run
+            end = min(len(self._upcoming), self._ahead + 2 * len(specs) + 8)
+            for spec in self._upcoming[self._ahead : end]:
+                if spec.index not in self.started:
+                    self._prepare(spec, scheduled=True)
+            self._ahead = max(self._ahead, end)
         return [
             spec.model_copy(
                 update={"env": self.env | {"MLFLOW_RUN_ID": self.writer.run_id(spec.index)}}
             )
             for spec in specs
         ]
+
+    def _prepare(self, spec: TrialSpec, scheduled: bool = False) -> None:
+        tags = trial_tags(spec, self.flow_run_id)
+        self.writer.prepare(spec.index, tags, params=spec.params, scheduled=scheduled)
+        if scheduled:
+            self._scheduled.add(spec.index)
 
     def finish(self, spec: TrialSpec, outcome: Outcome, tags: dict[str, str] | None = None) -> None:
         """Close a trial's run (KILLED if it never ran) and report its outcome."""

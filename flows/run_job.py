@@ -106,7 +106,7 @@ def _sweep(
             cluster_ready()
         stack.close()
         raise
-    record = Record(the_job, tracker, parent, uri, len(specs), len(hits))
+    record = Record(the_job, tracker, parent, uri, len(specs), len(hits), upcoming=todo)
     for spec in specs:
         if spec.index in hits:
             record.cached(spec, hits[spec.index])

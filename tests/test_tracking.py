@@ -215,6 +215,36 @@ def test_a_running_trial_run_shows_its_params_and_name(tmp_path: Path, route: st
     assert finished.data.params == {"lr": "0.1", "trainer.epochs": "3"}
 
 
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_queued_trial_is_scheduled_then_running(tmp_path: Path, route: str) -> None:
+    """Runs made ahead of their turn show SCHEDULED (named, with params), then RUNNING
+    once their trial is submitted; one never started is KILLED, and a later driver
+    reaps a dead one's SCHEDULED runs like its RUNNING ones."""
+    from mlflow import MlflowClient
+
+    uri = _store(tmp_path)
+    tracker = Tracker(uri, "train", "train", route=route)
+    parent = tracker.start_parent({"overrides": "", "extra": "", "profile": "local"}, {})
+    writer = RunWriter(tracker, parent)
+    for index in (0, 1):
+        writer.prepare(index, _tags(index), params={"lr": f"0.{index}"}, scheduled=True)
+    queued = MlflowClient(uri).get_run(writer.run_id(0))
+    assert queued.info.status == "SCHEDULED"
+    assert queued.data.params == {"lr": "0.0"} and queued.info.run_name == "lr=0.1 #0"
+    writer.start(0)
+    writer.finish(0, tmp_path / "no-such-trial", params={"lr": "0.0"}, ok=True)
+    writer.kill(1)  # never submitted (--fail-fast, Ctrl-C)
+    writer.close()
+    client = MlflowClient(uri)
+    assert client.get_run(writer.run_id(0)).info.status == "FINISHED"
+    assert client.get_run(writer.run_id(1)).info.status == "KILLED"
+
+    dead = RunWriter(tracker, parent)
+    dead.prepare(2, _tags(2), params={"lr": "0.2"}, scheduled=True)
+    dead.close()
+    assert tracker.store.running(tracker.experiment_id, "mlflow.parentRunId", parent)
+
+
 def test_a_failed_transaction_falls_back_to_the_same_data(tmp_path: Path) -> None:
     """A metric point the program logged through MLflow itself breaks the direct
     route's transaction; the fallback writes what the client route writes."""

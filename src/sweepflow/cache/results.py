@@ -1,10 +1,11 @@
 """Stored trial results: their one reader and writer, and fully cached sweeps.
 
-A result is one JSON file per cache key in ``<state>/results``, written to a temporary
-name and renamed (atomic), with a SHA-256 of its content::
+A result is one file per cache key in ``<state>/results``, written to a temporary
+name and renamed (atomic): a JSON header line, then the result as JSON, whose bytes
+the header's SHA-256 covers::
 
-    {"sweepflow": "trial-result", "version": 1, "cache_key": ..., "sha256": ...,
-     "result": {...}}
+    {"sweepflow": "trial-result", "version": 1, "cache_key": ..., "sha256": ...}
+    {"digest": ..., "cache_key": ..., "metrics": {...}, ...}
 
 Nothing else writes or parses these files: the trial tasks save through
 :func:`save_result`, and the flows, the CLI and the tests read through
@@ -20,6 +21,7 @@ or a flow run (like ``make`` with nothing to do). Anything else goes through the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -29,7 +31,6 @@ from typing import Any
 
 from sweepflow.execution.lifetime import pid_alive
 from sweepflow.execution.trial import TrialResult, TrialSpec
-from sweepflow.hashing import digest
 
 __all__ = ["all_cached", "load_result", "read_result", "running", "save_result"]
 
@@ -80,18 +81,13 @@ def save_result(folder: Path, result: TrialResult) -> Path:
     A reader never sees a half-written file: the content goes to a temporary name in
     the same folder first and is renamed over the key.
     """
-    payload = json.loads(result.model_dump_json(fallback=_jsonable))
-    record = {
-        "sweepflow": _KIND,
-        "version": _VERSION,
-        "cache_key": result.cache_key,
-        "sha256": digest(payload),
-        "result": payload,
-    }
+    body = result.model_dump_json(fallback=_jsonable).encode()
+    header = {"sweepflow": _KIND, "version": _VERSION, "cache_key": result.cache_key}
+    header["sha256"] = hashlib.sha256(body).hexdigest()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / result.cache_key
     partial = folder / f".{result.cache_key}.{os.getpid()}.{threading.get_ident()}.tmp"
-    partial.write_text(json.dumps(record, separators=(",", ":")))
+    partial.write_bytes(json.dumps(header, separators=(",", ":")).encode() + b"\n" + body)
     os.replace(partial, path)
     return path
 
@@ -109,12 +105,14 @@ def read_result(path: Path) -> TrialResult | None:
     """A result file (this format, or a Prefect result record of older versions), or
     None if it is missing, unreadable, or its checksum does not match."""
     try:
-        record = json.loads(path.read_bytes())
-        if record.get("sweepflow") == _KIND:
-            payload = record["result"]
-            if record.get("sha256") != digest(payload):
+        data = path.read_bytes()
+        head, _, body = data.partition(b"\n")
+        if head.startswith(b'{"sweepflow":'):
+            header = json.loads(head)
+            if header.get("sha256") != hashlib.sha256(body).hexdigest():
                 return None
-            return TrialResult.model_validate(payload)
+            return TrialResult.model_validate_json(body)
+        record = json.loads(data)
         legacy = json.loads(record["result"])
         if legacy.get("__class__") not in _LEGACY_CLASSES:
             return None

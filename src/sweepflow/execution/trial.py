@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sweepflow.errors import TrialFailed, TrialPruned  # defined there: light to import
 from sweepflow.execution.lifetime import with_parent_death
 from sweepflow.execution.warm import WarmProcess, WarmStartError, spawn
-from sweepflow.tracking.snapshot import unflatten
+from sweepflow.reporting.channel import unflatten
 
 __all__ = [
     "TrialFailed",

@@ -54,6 +54,7 @@ __all__ = [
     "reporting_to",
     "should_prune",
     "trial_setting",
+    "unflatten",
 ]
 REPORT_ENV = "SWEEPFLOW_REPORT"
 # A call: trial runs in a thread of the flow's process, where the environment is
@@ -101,6 +102,29 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Nest dotted keys: the inverse of :func:`flatten`.
+
+    A key that clashes with a section (``a=1`` and ``a.b=2``) stays flat.
+
+    >>> unflatten({"model.depth": "3", "model.act": "relu", "lr": "0.1"})
+    {'model': {'depth': '3', 'act': 'relu'}, 'lr': '0.1'}
+    """
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *sections, leaf = key.split(".")
+        node = tree
+        for section in sections:
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                break
+        if isinstance(node, dict) and not isinstance(node.get(leaf), dict):
+            node[leaf] = value
+        else:
+            tree[key] = value
+    return tree
 
 
 def _check_name(name: object, what: str) -> str:

@@ -172,7 +172,8 @@ class BulkStore:
 
     # -- runs ------------------------------------------------------------------------
     def create(self, experiment_id: str, runs: list[NewRun]) -> list[str]:
-        """Create RUNNING runs with their tags and params in one transaction; their ids."""
+        """Create runs (RUNNING or SCHEDULED) with their tags and params in one
+        transaction; their ids."""
         import sqlalchemy as sa
 
         run_rows, tag_rows, param_rows = [], [], []
@@ -188,7 +189,7 @@ class BulkStore:
                     "source_name": "",
                     "entry_point_name": "",
                     "user_id": run.tags.get("mlflow.user", "unknown"),
-                    "status": "RUNNING",
+                    "status": run.status,
                     "start_time": run.start_ms,
                     "end_time": None,
                     "deleted_time": None,
@@ -287,6 +288,17 @@ class BulkStore:
         runs = self.t["runs"]
         db.execute(sa.update(runs).where(runs.c.run_uuid == run_id).values(start_time=start_ms))
 
+    def mark_running(self, run_ids: list[str]) -> None:
+        """SCHEDULED runs now RUNNING (their trials were submitted)."""
+        import sqlalchemy as sa
+
+        if not run_ids:
+            return
+        runs = self.t["runs"]
+        query = sa.update(runs).where(runs.c.run_uuid.in_(run_ids), runs.c.status == "SCHEDULED")
+        with self.engine.begin() as db:
+            db.execute(query.values(status="RUNNING"))
+
     def set_status(self, run_ids: list[str], status: str, end_ms: int | None = None) -> None:
         """End runs (``KILLED``, ``FINISHED``...) without logging anything."""
         if not run_ids:
@@ -302,7 +314,7 @@ class BulkStore:
         db.execute(query.values(status=status, end_time=end_ms))
 
     def running(self, experiment_id: str, key: str, value: str) -> list[Stale]:
-        """The RUNNING runs of an experiment with tag ``key`` = ``value``."""
+        """The RUNNING (or SCHEDULED) runs of an experiment with tag ``key`` = ``value``."""
         import sqlalchemy as sa
 
         runs, tags, params = self.t["runs"], self.t["tags"], self.t["params"]
@@ -311,7 +323,7 @@ class BulkStore:
             .join(tags, tags.c.run_uuid == runs.c.run_uuid)
             .where(
                 runs.c.experiment_id == int(experiment_id),
-                runs.c.status == "RUNNING",
+                runs.c.status.in_(("RUNNING", "SCHEDULED")),
                 runs.c.lifecycle_stage == "active",
                 tags.c.key == key,
                 tags.c.value == value,

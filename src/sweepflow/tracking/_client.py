@@ -37,7 +37,8 @@ class ClientStore:
         return ensure_experiment(self.client, name, self.uri)
 
     def create(self, experiment_id: str, runs: list[NewRun]) -> list[str]:
-        """Create RUNNING runs with their tags and params; their ids (MLflow's own)."""
+        """Create runs (RUNNING or SCHEDULED) with their tags and params; their ids
+        (MLflow's own)."""
         from mlflow.entities import Param
 
         ids = []
@@ -46,6 +47,8 @@ class ClientStore:
                 experiment_id, start_time=run.start_ms, tags=run.tags, run_name=run.name
             )
             run_id = created.info.run_id
+            if run.status != "RUNNING":
+                self.client.update_run(run_id, status=run.status)
             params = [Param(k, v) for k, v in run.params.items()]
             for chunk in _chunks(params, rules.MAX_PARAMS_TAGS_PER_BATCH):
                 self.client.log_batch(run_id, params=chunk)
@@ -82,18 +85,27 @@ class ClientStore:
             if run.status is not None:
                 self.client.set_terminated(run.run_id, status=run.status, end_time=run.end_ms)
 
+    def mark_running(self, run_ids: list[str]) -> None:
+        """SCHEDULED runs now RUNNING (their trials were submitted)."""
+        for run_id in run_ids:
+            self.client.update_run(run_id, status="RUNNING")
+
     def set_status(self, run_ids: list[str], status: str, end_ms: int | None = None) -> None:
         """End runs without logging anything."""
         for run_id in run_ids:
             self.client.set_terminated(run_id, status=status, end_time=end_ms)
 
     def running(self, experiment_id: str, key: str, value: str) -> list[Stale]:
-        """The RUNNING runs of an experiment with tag ``key`` = ``value``."""
-        found = self.client.search_runs(
-            [experiment_id],
-            f"attributes.status = 'RUNNING' and tags.`{key}` = '{value}'",
-            max_results=50_000,
-        )
+        """The RUNNING (or SCHEDULED) runs of an experiment with tag ``key`` = ``value``."""
+        found = [
+            run
+            for status in ("RUNNING", "SCHEDULED")
+            for run in self.client.search_runs(
+                [experiment_id],
+                f"attributes.status = '{status}' and tags.`{key}` = '{value}'",
+                max_results=50_000,
+            )
+        ]
         return [Stale(r.info.run_id, dict(r.data.tags), dict(r.data.params)) for r in found]
 
     def write_artifact(self, run_id: str, name: str, text: str) -> None:

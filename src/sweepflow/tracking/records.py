@@ -23,13 +23,15 @@ def new_run_id() -> str:
 
 @dataclass(frozen=True)
 class NewRun:
-    """A run to create RUNNING, with its tags and params from the first moment."""
+    """A run to create, with its tags and params from the first moment: RUNNING, or
+    SCHEDULED (a trial queued to run; :meth:`mark_running` when it is submitted)."""
 
     run_id: str
     name: str
     tags: dict[str, str]
     params: dict[str, str]
     start_ms: int
+    status: str = "RUNNING"
 
 
 @dataclass

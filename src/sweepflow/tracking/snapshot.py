@@ -7,7 +7,6 @@ Built by :func:`sweepflow.analysis.runs`; MLflow is imported only to read a remo
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -16,32 +15,10 @@ from typing import Any
 
 import yaml
 
+from sweepflow.reporting.channel import unflatten
 from sweepflow.tracking.uri import local_path
 
-__all__ = ["Run", "unflatten"]
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Nest dotted keys: the inverse of :func:`sweepflow.reporting.channel.flatten`.
-
-    A key that clashes with a section (``a=1`` and ``a.b=2``) stays flat.
-
-    >>> unflatten({"model.depth": "3", "model.act": "relu", "lr": "0.1"})
-    {'model': {'depth': '3', 'act': 'relu'}, 'lr': '0.1'}
-    """
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        *sections, leaf = key.split(".")
-        node = tree
-        for section in sections:
-            node = node.setdefault(section, {})
-            if not isinstance(node, dict):
-                break
-        if isinstance(node, dict) and not isinstance(node.get(leaf), dict):
-            node[leaf] = value
-        else:
-            tree[key] = value
-    return tree
+__all__ = ["Run", "unflatten"]  # unflatten: re-exported for analysis
 
 
 def _time(millis: int | None) -> datetime | None:

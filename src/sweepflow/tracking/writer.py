@@ -14,6 +14,7 @@ sweep are finished (when their trial's result is cached) or marked KILLED.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -125,6 +126,7 @@ class Tracker:
         params: dict[str, str] | None = None,
         index: int | None = None,
         run_id: str | None = None,
+        status: str = "RUNNING",
     ) -> NewRun:
         """The new run of a trial: named by its label, tagged, with its params."""
         name = (
@@ -132,7 +134,8 @@ class Tracker:
         )
         tags = self.trial_run_tags(parent_id, tags)
         now = int(time.time() * 1000)
-        return new_run(run_id or new_run_id(), name, tags, params, now, parent_id)
+        run = new_run(run_id or new_run_id(), name, tags, params, now, parent_id)
+        return dataclasses.replace(run, status=status)
 
     def start_trial(
         self, parent_id: str, tags: dict[str, str], params: dict[str, str] | None = None
@@ -259,7 +262,9 @@ class RunWriter:
     SQLite takes one writer at a time and MLflow calls cost ~10 ms each; done on the
     scheduling loop they would leave workers idle. :meth:`prepare` creates a trial's
     run (RUNNING, with its params and tags) as soon as the thread gets to it; its id
-    goes to the program as ``MLFLOW_RUN_ID``. With a SQL store whatever is queued is
+    goes to the program as ``MLFLOW_RUN_ID``. Trials known ahead (a sweep's) can be
+    prepared SCHEDULED before their turn and :meth:`start`-ed when submitted, so the
+    scheduling loop never waits for a run to be written. With a SQL store whatever is queued is
     written together, hundreds of runs per transaction; otherwise one run at a time
     through MLflow's client.
     """
@@ -278,11 +283,21 @@ class RunWriter:
         self._thread.start()
 
     def prepare(
-        self, index: int, tags: dict[str, str], params: dict[str, str] | None = None
+        self,
+        index: int,
+        tags: dict[str, str],
+        params: dict[str, str] | None = None,
+        scheduled: bool = False,
     ) -> None:
-        """Create the run of trial ``index`` soon, with its ``tags`` and ``params`` (call
-        it when the trial starts: the run's start time is its creation)."""
-        self._queue.put(("create", index, (tags, params)))
+        """Create the run of trial ``index`` soon, with its ``tags`` and ``params``:
+        RUNNING (call it when the trial starts), or SCHEDULED (ahead of its turn; then
+        :meth:`start` it). Its start and end become the trial's own when it finishes."""
+        status = "SCHEDULED" if scheduled else "RUNNING"
+        self._queue.put(("create", index, (tags, params, status)))
+
+    def start(self, index: int) -> None:
+        """Mark the SCHEDULED run of trial ``index`` RUNNING (its trial was submitted)."""
+        self._queue.put(("start", index, None))
 
     def run_id(self, index: int) -> str:
         """The run id of trial ``index`` (waits until the run exists)."""
@@ -331,8 +346,8 @@ class RunWriter:
         creates: dict[int, NewRun] = {}
         for what, i, payload in batch:
             if what == "create" and i not in self._created and i not in creates:
-                tags, params = payload
-                creates[i] = self.tracker.trial_run(self.parent_id, tags, params, i)
+                tags, params, status = payload
+                creates[i] = self.tracker.trial_run(self.parent_id, tags, params, i, status=status)
         # One transaction for the direct store; one run at a time through the client,
         # each id handed out as soon as its run exists.
         groups = [list(creates)] if self._bulk is not None else [[i] for i in creates]
@@ -344,6 +359,8 @@ class RunWriter:
                 self._ids.update(zip(group, ids, strict=True))
                 self._created.update(group)
                 self._ready.notify_all()
+        starts = [self._ids[i] for what, i, _ in batch if what == "start" and i in self._created]
+        self.tracker.store.mark_running(starts)
         now = int(time.time() * 1000)
         records = []
         for what, i, payload in batch:
