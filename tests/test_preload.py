@@ -295,21 +295,25 @@ def test_a_zygote_dying_mid_trial_fails_that_trial_only(project: Path) -> None:
     assert _probe(after)["colorsys"]
 
 
+def _trial_in_a_child(
+    project: Path, preload: tuple[str, ...] | None = None
+) -> tuple[subprocess.Popen, TrialSpec]:
+    """A child process running one trial that prints its parent's pid and sleeps."""
+    _write(project, "prog.py", "import os, time\nprint(os.getppid(), flush=True)\ntime.sleep(60)\n")
+    options = {} if preload is None else {"preload": preload}
+    spec = _spec(project, ["python", "prog.py"], **options)
+    code = (
+        "import sys; from sweepflow.execution.trial import *; "
+        "execute(TrialSpec.model_validate_json(sys.argv[1]))"
+    )
+    return subprocess.Popen([sys.executable, "-c", code, spec.model_dump_json()]), spec
+
+
 @pytest.mark.parametrize("preload", [("colorsys",), ()], ids=["warm", "new-process"])
 def test_a_trial_stops_when_the_process_running_it_is_killed(
     project: Path, preload: tuple[str, ...]
 ) -> None:
-    _write(project, "prog.py", "import os, time\nprint(os.getppid(), flush=True)\ntime.sleep(60)\n")
-    spec = _spec(project, ["python", "prog.py"], preload=preload)
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from sweepflow.execution.trial import *; "
-            "execute(TrialSpec.model_validate_json(sys.argv[1]))",
-            spec.model_dump_json(),
-        ],
-    )
+    parent, spec = _trial_in_a_child(project, preload)
     try:
         pid = int(_wait_for(Path(spec.workdir) / "pid"))
         zygote = int(_wait_for(Path(spec.workdir) / "stdout.log"))
@@ -323,17 +327,7 @@ def test_a_trial_stops_when_the_process_running_it_is_killed(
 def test_a_trial_stops_when_its_zygote_is_killed_even_if_no_one_is_left_to_stop_it(
     project: Path,
 ) -> None:
-    _write(project, "prog.py", "import os, time\nprint(os.getppid(), flush=True)\ntime.sleep(60)\n")
-    spec = _spec(project, ["python", "prog.py"])
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from sweepflow.execution.trial import *; "
-            "execute(TrialSpec.model_validate_json(sys.argv[1]))",
-            spec.model_dump_json(),
-        ],
-    )
+    parent, spec = _trial_in_a_child(project)
     try:
         pid = int(_wait_for(Path(spec.workdir) / "pid"))
         zygote = int(_wait_for(Path(spec.workdir) / "stdout.log"))
