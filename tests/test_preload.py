@@ -215,7 +215,7 @@ def test_a_timeout_kills_the_forked_process_group(project: Path) -> None:
     with pytest.raises(TrialFailed, match="timed out after 1 s; its process group was killed"):
         execute(spec)
 
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # cut off, not left to its 60 s
     pid = int((Path(spec.workdir) / "pid").read_text())
     grandchild = int((project / "child.pid").read_text())
     assert _gone(pid) and _gone(grandchild)
@@ -250,7 +250,7 @@ def test_a_missing_preload_module_fails_every_trial_clearly(project: Path) -> No
         started = time.monotonic()
         with pytest.raises(TrialFailed) as caught:
             execute(spec)
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 30  # fails, rather than waiting on a zygote
         message = str(caught.value)
         assert "preload: cannot import 'no_such_mod'" in message
         assert "ModuleNotFoundError" in message and "\n" not in message

@@ -601,7 +601,7 @@ def test_timeout_kills_the_process_group(project: Path) -> None:
 
     state = run_flow("hang", job_file, return_state=True)
 
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # cut off, not left to its 60 s
     assert state.is_failed()
     pid = int((project / "child.pid").read_text())
     deadline = time.monotonic() + 3
