@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sweepflow.errors import TrialFailed, TrialPruned  # defined there: light to import
 from sweepflow.execution.lifetime import with_parent_death
 from sweepflow.execution.warm import WarmProcess, WarmStartError, spawn
-from sweepflow.reporting.channel import unflatten
+from sweepflow.reporting.channel import reporting_to, unflatten
+from sweepflow.reporting.reader import read_report
 
 __all__ = [
     "TrialFailed",
@@ -317,8 +318,6 @@ def _metrics_of(value: Any) -> tuple[Any, dict[str, float]]:
 
 def _raise_if_pruned(workdir: Path) -> None:
     """A trial that stopped (any way) after its pruner said so was pruned, not failed."""
-    from sweepflow.reporting.channel import read_report
-
     step = read_report(workdir / "report.jsonl").pruned
     if step is not None:
         raise TrialPruned(f"pruned at step {step}")
@@ -339,8 +338,6 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
     returncode, value = None, None
     metrics: dict[str, float] = {}
     if spec.kind == "call":
-        from sweepflow.reporting.channel import reporting_to
-
         try:
             with reporting_to(workdir / "report.jsonl", spec.env):
                 value, metrics = _metrics_of(_call(spec))
@@ -365,8 +362,6 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
                 f"{what} exited with code {returncode} (logs: {workdir})"
                 + (f"\n{tail}" if tail else "")
             )
-    from sweepflow.reporting.channel import read_report
-
     report = read_report(workdir / "report.jsonl")
     if report.pruned is not None:
         raise TrialPruned(f"pruned at step {report.pruned}")
