@@ -14,7 +14,7 @@ from flows._runtime import capacity, end_with_worker, start_cluster, task_runner
 from sweepflow.cache.results import load_result, running
 from sweepflow.engine import Callbacks, Feed, schedule
 from sweepflow.execution.trial import terminate_all
-from sweepflow.plan.expansion import compile_job
+from sweepflow.plan.expansion import MAX_TRIALS, check_size, compile_job
 from sweepflow.plan.specs import build_specs
 from sweepflow.settings import state_dir
 from sweepflow.spec.jobs import find_job_file, load_jobs
@@ -40,6 +40,7 @@ def run_job(
     profile_set: list[str] | None = None,
     n_trials: int | None = None,
     storage: str | None = None,
+    max_trials: int = MAX_TRIALS,
 ) -> dict[str, Any]:
     """Run every trial of ``job`` (with command-line style ``overrides``).
 
@@ -49,7 +50,8 @@ def run_job(
     overriding its fields. Returns the counts and one row per trial.
 
     A job with ``optimize:`` runs its search instead (see ``flows.optimize``), with
-    ``n_trials`` and ``storage`` overriding the job's.
+    ``n_trials`` and ``storage`` overriding the job's. A sweep of more than
+    ``max_trials`` trials is refused before anything is expanded.
     """
     end_with_worker()
     jobfile = load_jobs(job_file or find_job_file())
@@ -59,7 +61,7 @@ def run_job(
     options |= {"extra": extra, "max_parallel": max_parallel, "fail_fast": fail_fast}
     with running(state_dir(project), the_job.key):
         if the_job.optimize is None:
-            return _sweep(jobfile, the_job, overrides, **options)
+            return _sweep(jobfile, the_job, overrides, max_trials=max_trials, **options)
         from flows._search import search  # a search: the same flow runs it (deployments)
 
         return search(
@@ -78,13 +80,16 @@ def _sweep(
     extra: list[str] | None,
     max_parallel: int | None,
     fail_fast: bool,
+    max_trials: int,
 ) -> dict[str, Any]:
     """The sweep of ``the_job``: every trial, cached ones told without a task run."""
     project = jobfile.path.parent.resolve()
     state = state_dir(project)
     chosen = load_profile(profile or the_job.profile, profile_set or [], project)
     retries = max(the_job.retries, chosen.retries)  # a flaky cluster's profile may ask more
-    specs = build_specs(compile_job(the_job, overrides or []), project, extra)
+    plan = compile_job(the_job, overrides or [])
+    check_size(plan, max_trials)
+    specs = build_specs(plan, project, extra)
     results = state / "results"
     refresh = refresh or not the_job.cache
     cached = (lambda key: None) if refresh else (lambda key: load_result(results, key))

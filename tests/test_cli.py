@@ -522,3 +522,66 @@ def test_subprocess_version(project: Path) -> None:
     expected = installed_version()
     done = sweepflow_cmd("--version", cwd=project)
     assert (done.returncode, done.stdout) == (0, f"sweepflow {expected}\n")
+
+
+# ---------------------------------------------------------------------------
+# Refused before anything starts: one line, exit 2, no state folder written
+# ---------------------------------------------------------------------------
+
+EARLY = """
+jobs:
+  empty:
+    run: ""
+  nofunction:
+    call: os
+  nomodule:
+    call: no_such_module_here:main
+  huge:
+    run: python train.py
+    sets:
+      - all: a=1:1e12
+"""
+
+REFUSED = [
+    ("empty-run", ["run", "empty"], ["has an empty run", "jobs.empty.run", "sweepflow.yaml:3"]),
+    (
+        "call-without-function",
+        ["run", "nofunction"],
+        ["'os' is not module:function", "jobs.nofunction.call", "sweepflow.yaml:5"],
+    ),
+    (
+        "call-of-a-missing-module",
+        ["run", "nomodule"],
+        ["no module 'no_such_module_here'", "jobs.nomodule.call", "sweepflow.yaml:7"],
+    ),
+    (
+        "more-trials-than-max",
+        ["run", "huge"],
+        ["1,000,000,000,000 trials", "--max-trials 1,000,000", "jobs.huge.sets"],
+    ),
+    ("max-trials-option", ["run", "huge", "--max-trials", "10"], ["more than --max-trials 10"]),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED])
+def test_bad_jobs_are_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli, args: list[str], words: list[str]
+) -> None:
+    write(tmp_path, EARLY)
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_error_line(*cli(*args))
+    for word in words:
+        assert word in line
+    assert not (tmp_path / ".sweepflow").exists()
+
+
+def test_a_job_file_that_is_not_utf8_names_the_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli
+) -> None:
+    (tmp_path / "sweepflow.yaml").write_bytes(b"jobs:\n  a:\n    run: python \xff.py\n")
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_error_line(*cli("run", "a", "--dry-run"))
+    assert (
+        line
+        == "error: job file sweepflow.yaml:3:17 is not UTF-8 text (byte 0xff): save it as UTF-8"
+    )

@@ -931,3 +931,16 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def test_a_sweep_larger_than_max_trials_is_refused_unexpanded(project: Path) -> None:
+    """Deployments and direct flow calls refuse it too (``sweepflow run`` does first)."""
+    job_file = make_project(
+        project, "jobs:\n  huge:\n    run: python train.py\n    sets:\n      - all: a=1:1e12\n"
+    )
+    from sweepflow.errors import JobError
+
+    with pytest.raises(JobError, match=r"1,000,000,000,000 trials, more than --max-trials 1,000"):
+        run_flow("huge", job_file, max_trials=1000)
+    folders = (project / ".sweepflow").glob("runs/huge/*/")
+    assert [f.name for f in folders if f.name != "active"] == []  # no trial folder made

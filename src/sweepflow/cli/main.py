@@ -10,12 +10,12 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from sweepflow.errors import JobFileError, SweepflowError, SweepSyntaxError
-from sweepflow.plan.expansion import compile_job
+from sweepflow.plan.expansion import MAX_TRIALS, check_size, compile_job
 from sweepflow.workloads.llc.cli import llc_app
 
 __all__ = ["app", "main"]
@@ -104,14 +104,17 @@ def run(
         str | None,
         typer.Option("--storage", help="Search: Optuna storage URL or journal file."),
     ] = None,
+    max_trials: Annotated[
+        int,
+        typer.Option("--max-trials", min=1, help="Refuse a sweep of more trials than this."),
+    ] = MAX_TRIALS,
     file: FileOption = None,
 ) -> int:
     """Run JOB: every trial of its sweep (or its Optuna search) as a cached Prefect task,
     tracked in MLflow."""
     jobfile = _load(file)
-    plan = compile_job(
-        jobfile.job(job), overrides or []
-    )  # bad input fails here, before anything starts
+    # Bad input fails here, before anything starts.
+    plan = compile_job(jobfile.job(job), overrides or [])
     project = jobfile.path.parent if jobfile.path else None
     from sweepflow.spec.profiles import load_profile
 
@@ -131,6 +134,10 @@ def run(
     from sweepflow.plan.commands import check_extra
 
     check_extra(plan.job, extra)
+    if plan.space is None:
+        check_size(plan, max_trials)
+    if plan.job.kind == "call" and project is not None:
+        _check_call_module(plan.job, project)
     if not refresh and plan.space is None and plan.job.cache and project is not None:
         from sweepflow.cli.console import print_cached
 
@@ -153,7 +160,26 @@ def run(
         cluster=chosen if chosen.type == "dask-local" else None,
         n_trials=n_trials,
         storage=storage,
+        max_trials=max_trials,
     )
+
+
+def _check_call_module(job: Any, project: Path) -> None:
+    """A ``call:`` whose module cannot be found fails now, not in every trial (the
+    module is looked up on the trial's path, the project first, not imported)."""
+    from importlib.machinery import PathFinder
+
+    from sweepflow.spec.interpreter import call_target
+
+    top = call_target(job.call)[0].partition(".")[0]
+    if top in sys.builtin_module_names:
+        return
+    if PathFinder.find_spec(top, [str(project.resolve()), *sys.path]) is None:
+        raise job.error(
+            f"has call: {job.call!r}, but no module '{top}' is found in {project} or the "
+            "installed packages: check the name, or run from the project folder",
+            "call",
+        )
 
 
 @app.command()

@@ -30,6 +30,7 @@ from sweepflow.execution.lifetime import with_parent_death
 from sweepflow.execution.warm import WarmProcess, WarmStartError, spawn
 from sweepflow.reporting.channel import reporting_to, unflatten
 from sweepflow.reporting.reader import read_report
+from sweepflow.spec.interpreter import call_target
 
 __all__ = [
     "TrialFailed",
@@ -253,11 +254,10 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def _load_function(name: str, project: str) -> Callable[..., Any]:
-    module_name, sep, attr = name.partition(":")
-    if not sep:
-        module_name, _, attr = name.rpartition(".")
-    if not module_name or not attr:
-        raise TrialFailed(f"call: '{name}' is not 'module:function' (or module.function)")
+    try:
+        module_name, attr = call_target(name)
+    except ValueError as exc:
+        raise TrialFailed(f"call: {exc}") from None
     with _IMPORT_LOCK:
         if project not in sys.path:
             sys.path.insert(0, project)

@@ -6,6 +6,6 @@
 - ``space``: the search space of an ``optimize:`` job.
 """
 
-from sweepflow.plan.expansion import Plan, compile_job
+from sweepflow.plan.expansion import MAX_TRIALS, Plan, check_size, compile_job
 
-__all__ = ["Plan", "compile_job"]
+__all__ = ["MAX_TRIALS", "Plan", "check_size", "compile_job"]

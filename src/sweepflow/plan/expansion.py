@@ -18,7 +18,7 @@ from sweepflow.spec.jobs import Job, SweepSet
 from sweepflow.syntax import parse
 from sweepflow.syntax.nodes import Param, Pipe
 
-__all__ = ["CompiledSet", "Plan", "compile_job"]
+__all__ = ["MAX_TRIALS", "CompiledSet", "Plan", "check_size", "compile_job"]
 
 # Value sequences up to this length are materialised (fast C product); longer ones
 # (a range of a million values) are iterated lazily to keep memory constant.
@@ -277,6 +277,26 @@ class Plan:
     def trials(self) -> list[dict[str, str]]:
         """Every concrete assignment, in batch order (``all`` lists expanded)."""
         return list(self.iter_trials())
+
+
+#: The most trials a run takes unless told otherwise (``--max-trials``).
+MAX_TRIALS = 1_000_000
+
+
+def check_size(plan: Plan, limit: int = MAX_TRIALS) -> int:
+    """The plan's number of trials, counted without expanding; raise if over ``limit``.
+
+    Raises:
+        JobError: More trials than ``limit`` (with the count and the job's place).
+    """
+    trials = plan.count()[1]
+    if trials > limit:
+        raise plan.job.error(
+            f"has {trials:,} trials, more than --max-trials {limit:,}: narrow the sweep "
+            "(sweepflow jobs shows the count), or raise --max-trials",
+            "sets",
+        )
+    return trials
 
 
 def compile_job(job: Job, overrides: Sequence[str] = ()) -> Plan:

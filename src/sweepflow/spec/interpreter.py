@@ -1,5 +1,5 @@
-"""Python command lines (``python [flags] script.py`` or ``-m module``): which ones a warm
-interpreter (``preload:``) can run, split into their parts.
+"""What a job runs, read without running it: Python command lines (``python [flags]
+script.py`` or ``-m module``, which a warm interpreter can run) and ``call:`` targets.
 
 Pure and standard-library only: the job-file schema checks ``preload:`` with it, and
 :mod:`sweepflow.execution.warm` uses it to build the zygote's request.
@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["PythonCommand", "python_command"]
+__all__ = ["PythonCommand", "call_target", "python_command"]
 
 _INTERPRETER = re.compile(r"python[0-9.]*")
 # Interpreter options without an argument; the zygote runs with them, so they hold.
@@ -60,3 +60,24 @@ def python_command(argv: Sequence[str]) -> PythonCommand:
     if not words:
         raise ValueError("the command names no script or module to run")
     return PythonCommand(argv[0], tuple(flags), words[0], module, tuple(words[1:]))
+
+
+def call_target(name: str) -> tuple[str, str]:
+    """The module and function a ``call:`` names: ``module:function`` (or the last dot).
+
+    >>> call_target("pkg.train:main")
+    ('pkg.train', 'main')
+    >>> call_target("train.main")
+    ('train', 'main')
+    >>> call_target("os")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'os' is not module:function (e.g. call: train:main)
+    """
+    module, sep, function = name.strip().partition(":")
+    if not sep:
+        module, _, function = name.strip().rpartition(".")
+    names = [*module.split("."), function]
+    if not module or not all(part.isidentifier() for part in names):
+        raise ValueError(f"{name!r} is not module:function (e.g. call: train:main)")
+    return module, function

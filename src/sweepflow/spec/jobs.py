@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from sweepflow.errors import JobError, JobFileError
-from sweepflow.spec.interpreter import python_command
+from sweepflow.spec.interpreter import call_target, python_command
 from sweepflow.spec.source import Source, format_path, suggest
 
 __all__ = [
@@ -259,7 +259,16 @@ class Job(_Model):
             raise self.error(
                 f"has {what} run / call / submit: give exactly one, e.g. 'run: python train.py'"
             )
-        return given[0]  # type: ignore[return-value]
+        kind, value = given[0], str(getattr(self, given[0]))
+        if not value.strip():
+            example = {"run": "python train.py", "call": "train:main", "submit": "python h.py"}
+            raise self.error(f"has an empty {kind}: write e.g. '{kind}: {example[kind]}'", kind)
+        if kind == "call":
+            try:
+                call_target(value)
+            except ValueError as exc:
+                raise self.error(f"has call: {exc}", kind) from None
+        return kind  # type: ignore[return-value]
 
     @property
     def command(self) -> str:

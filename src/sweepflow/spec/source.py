@@ -55,9 +55,20 @@ class Source:
         """Load ``path``; YAML syntax errors and duplicate keys raise JobFileError."""
         source = cls(Path(path))
         try:
-            text = source.path.read_text(encoding="utf-8")
+            data = source.path.read_bytes()
         except OSError as exc:
             raise JobFileError([f"cannot read job file {source.path}: {exc.strerror}"]) from exc
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise JobFileError(
+                [
+                    f"job file {source.display}:{line}:{column} is not UTF-8 text (byte "
+                    f"0x{data[exc.start]:02x}): save it as UTF-8"
+                ]
+            ) from None
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
             source.data = yaml.safe_load(text)
