@@ -1,6 +1,8 @@
 """The ``sweepflow`` command line (typer + rich): the top layer.
 
-- ``main``: the commands (run, jobs, show, up, down, status, deploy, study, llc).
+- ``main``: the app and its entry point; run, study, jobs, show.
+- ``servers``: up, down, status, deploy. ``profiles``: profile show / list.
+- ``options``: the ``--file`` option, the project it names, one-line errors.
 - ``console``: ``sweepflow run`` in a terminal, with a live bar and a summary table.
 - ``dryrun``: what dry runs and job listings print.
 - ``study``: ``sweepflow study JOB``.

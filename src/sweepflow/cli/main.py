@@ -1,4 +1,5 @@
-"""The ``sweepflow`` command line: run, jobs, show; up, down, status, deploy (typer + rich).
+"""The ``sweepflow`` command line (typer + rich): the app, run, study, jobs and show; the
+server, deployment and profile commands come from ``servers`` and ``profiles``.
 
 Bad input gets one clear line on stderr and exit code 2; ``--debug`` shows tracebacks.
 """
@@ -14,7 +15,10 @@ from typing import Annotated, Any
 
 import typer
 
-from sweepflow.errors import JobFileError, SweepflowError, SweepSyntaxError
+from sweepflow.cli.options import FileOption, error_line, load_jobfile
+from sweepflow.cli.profiles import profile_app
+from sweepflow.cli.servers import deploy, down, status, up
+from sweepflow.errors import SweepflowError
 from sweepflow.plan.expansion import MAX_TRIALS, check_size, compile_job
 from sweepflow.workloads.llc.cli import llc_app
 
@@ -28,13 +32,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-FileOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--file", "-f", help="Job file (default: ./sweepflow.yaml, else ./hydraflow.yaml)."
-    ),
-]
 
 
 def _version(value: bool) -> None:
@@ -54,12 +51,6 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Run ML experiment campaigns (sweeps, pipelines, searches) as Prefect flows."""
-
-
-def _load(file: Path | None):
-    from sweepflow.spec.jobs import load_jobs
-
-    return load_jobs(file)
 
 
 @app.command()
@@ -112,7 +103,7 @@ def run(
 ) -> int:
     """Run JOB: every trial of its sweep (or its Optuna search) as a cached Prefect task,
     tracked in MLflow."""
-    jobfile = _load(file)
+    jobfile = load_jobfile(file)
     # Bad input fails here, before anything starts.
     plan = compile_job(jobfile.job(job), overrides or [])
     project = jobfile.path.parent if jobfile.path else None
@@ -202,7 +193,7 @@ def study(
     """Show JOB's Optuna study: the best trial and a table of trials."""
     from sweepflow.cli.study import show_study
 
-    jobfile = _load(file)
+    jobfile = load_jobfile(file)
     show_study(jobfile, job, storage=storage, export=export, plot=plot, limit=limit)
 
 
@@ -211,7 +202,7 @@ def jobs(file: FileOption = None) -> None:
     """List the jobs of the job file with their trial counts."""
     from sweepflow.cli.dryrun import print_jobs
 
-    print_jobs(_load(file))
+    print_jobs(load_jobfile(file))
 
 
 @app.command()
@@ -222,218 +213,15 @@ def show(
     """Print the resolved job (defaults filled in, sets parsed and merged) as YAML."""
     from sweepflow.cli.dryrun import print_show
 
-    jobfile = _load(file)
+    jobfile = load_jobfile(file)
     names = [jobfile.job(job).key] if job else list(jobfile.jobs)
     print_show(jobfile, names)
 
 
-def _project(file: Path | None) -> Path:
-    """The project folder: that of the job file (``--file``, else the one found in the
-    working directory), else the working directory (``up`` needs no job file)."""
-    from sweepflow.spec.jobs import find_job_file
-
-    if file is not None:
-        if not file.is_file():
-            raise JobFileError([f"No job file at {file.resolve()}: check --file PATH"])
-        return file.resolve().parent
-    try:
-        return find_job_file().resolve().parent
-    except JobFileError:
-        return Path.cwd()
-
-
-@app.command()
-def up(
-    prefect_port: Annotated[
-        int | None,
-        typer.Option(
-            "--prefect-port",
-            min=1,
-            max=65535,
-            help="Port of the Prefect server (default: $SWEEPFLOW_PREFECT_PORT, else 4200).",
-        ),
-    ] = None,
-    mlflow_port: Annotated[
-        int | None,
-        typer.Option(
-            "--mlflow-port",
-            min=1,
-            max=65535,
-            help="Port of the MLflow UI (default: $SWEEPFLOW_MLFLOW_PORT, else 5000).",
-        ),
-    ] = None,
-    worker: Annotated[
-        bool, typer.Option("--worker/--no-worker", help="Start a worker on the 'sweepflow' pool.")
-    ] = True,
-    mlflow: Annotated[
-        bool, typer.Option("--mlflow/--no-mlflow", help="Start the MLflow UI.")
-    ] = True,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds each server may take to answer.")
-    ] = 120.0,
-    file: FileOption = None,
-) -> None:
-    """Start this project's Prefect server, worker and MLflow UI on 127.0.0.1 (background)."""
-    import shlex
-
-    from sweepflow.services.servers import LABELS
-    from sweepflow.services.servers import up as start
-
-    result = start(
-        _project(file),
-        prefect_port=prefect_port,
-        mlflow_port=mlflow_port,
-        worker=worker,
-        mlflow=mlflow,
-        timeout=timeout,
-    )
-    for name, label in LABELS.items():
-        if name not in result:
-            continue
-        entry = result[name]
-        where = f"on pool {entry['pool']}" if name == "worker" else f"at {entry['url']}"
-        typer.echo(f"{label}: {entry['state']} (pid {entry['pid']}) {where}")
-        if name == "prefect":
-            typer.echo(f"PREFECT_API_URL={entry['api_url']}")
-    typer.echo(f"MLflow store: {result['tracking_uri']}")
-    typer.echo(f"For your shell: source {shlex.quote(result['env_file'])}")
-
-
-@app.command()
-def down(file: FileOption = None) -> None:
-    """Stop the servers that `sweepflow up` started for this project."""
-    from sweepflow.services.servers import LABELS
-    from sweepflow.services.servers import down as stop
-
-    outcome = stop(_project(file))
-    if not any(state == "stopped" for state in outcome.values()):
-        typer.echo("No server of this project was running.")
-        return
-    for name, state in outcome.items():
-        typer.echo(f"{LABELS[name]}: {state}")
-
-
-@app.command()
-def status(file: FileOption = None) -> None:
-    """Show which of this project's servers run and answer."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from sweepflow.services.servers import LABELS
-    from sweepflow.services.servers import status as read_status
-
-    table = Table()
-    for column in ("service", "state", "pid", "URL"):
-        table.add_column(column)
-    styles = {"running": "green", "stopped": "dim", "not answering": "red"}
-    for name, row in read_status(_project(file)).items():
-        pid = str(row["pid"]) if row["pid"] else "-"
-        table.add_row(LABELS[name], row["state"], pid, row["url"] or "", style=styles[row["state"]])
-    Console(soft_wrap=False).print(table)
-
-
-@app.command()
-def deploy(
-    names: Annotated[
-        list[str] | None, typer.Argument(help="Jobs to deploy (default: every job).")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", "-n", help="Print what would be registered.")
-    ] = False,
-    pool: Annotated[
-        str, typer.Option("--pool", help="Work pool of the deployments.")
-    ] = "sweepflow",
-    file: FileOption = None,
-) -> None:
-    """Register one deployment 'run-job/<job>' per job (updates existing ones)."""
-    from deployments import deploy as deployments
-
-    jobfile = _load(file)
-    planned = deployments.plan(jobfile, names or None, pool)
-    if dry_run:
-        for item in planned:
-            typer.echo("\n".join(item.describe()))
-        return
-    url = deployments.api_url(jobfile.path.resolve().parent)
-    for item in deployments.apply(planned, url):
-        typer.echo("\n".join(item.describe()))
-    typer.echo(f"Deployed {len(planned)} to {url}; start one with:")
-    typer.echo(f"  prefect deployment run '{planned[0].name}'")
-
-
-profile_app = typer.Typer(
-    help="Execution profiles: where tasks run (threads, a local Dask cluster, SLURM).",
-    no_args_is_help=True,
-)
-
-
-@profile_app.command("show")
-def profile_show(
-    profile: Annotated[str, typer.Argument(help="Profile name, or path to a profile YAML file.")],
-    sets: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            "-s",
-            help="Override a key: KEY=VALUE, dotted keys (adapt.maximum=4), YAML values; "
-            "repeatable.",
-        ),
-    ] = None,
-    file: FileOption = None,
-) -> None:
-    """Print the resolved profile as YAML; for SLURM, then the job script of each worker."""
-    import yaml
-
-    from sweepflow.spec.profiles import SCHEDULER_PLACEHOLDER, WORKER_NAME_PLACEHOLDER, load_profile
-
-    loaded = load_profile(profile, sets or [], project_dir=_project(file))
-    typer.echo(yaml.safe_dump(loaded.resolved(), sort_keys=False, allow_unicode=True).rstrip())
-    if loaded.type == "slurm":
-        typer.echo(
-            f"\n# --- SLURM job script of each worker; a job has the scheduler's address for "
-            f"{SCHEDULER_PLACEHOLDER} and its worker's name for {WORKER_NAME_PLACEHOLDER} ---"
-        )
-        typer.echo(loaded.job_script().rstrip())
-
-
-@profile_app.command("list")
-def profile_list(file: FileOption = None) -> None:
-    """List the profiles: shipped ones, and those in ./profiles/ next to the job file."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from sweepflow.spec.profiles import available_profiles, load_profile
-
-    project = _project(file)
-    table = Table()
-    for column in ("name", "type", "description"):
-        table.add_column(column)
-    table.add_column("file", overflow="fold")
-    for name, path in available_profiles(project).items():
-        try:
-            where = str(path.resolve().relative_to(Path.cwd().resolve()))
-        except ValueError:
-            where = str(path)
-        try:
-            loaded = load_profile(name, project_dir=project)
-        except SweepflowError as exc:
-            problem = _message(exc).split("; ")[0]  # the first; `profile show` gives all
-            table.add_row(name, "invalid", problem, where, style="red")
-            continue
-        table.add_row(name, loaded.type, loaded.description, where)
-    Console(soft_wrap=False).print(table)
-
-
+for command in (up, down, status, deploy):
+    app.command()(command)
 app.add_typer(profile_app, name="profile")
 app.add_typer(llc_app, name="llc")
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, SweepSyntaxError):
-        return exc.one_line()
-    if isinstance(exc, JobFileError) and len(exc.problems) > 1:
-        return str(exc)
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -454,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     except SweepflowError as exc:
         if debug:
             raise
-        typer.echo(f"error: {_message(exc)}", err=True)
+        typer.echo(f"error: {error_line(exc)}", err=True)
         return 2
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -24,7 +23,15 @@ from pydantic import (
 
 from sweepflow.errors import JobError, JobFileError
 from sweepflow.spec.interpreter import call_target, python_command
-from sweepflow.spec.source import Source, format_path, suggest
+from sweepflow.spec.sections import (
+    Optimize,
+    Schedule,
+    SpecModel,
+    SweepSet,
+    joined_words,
+    seeds_spec,
+)
+from sweepflow.spec.source import Source, expected, format_path, suggest
 
 __all__ = [
     "DEFAULT_FILES",
@@ -42,129 +49,10 @@ _JOB_ALIASES = {"steps": "sets", "with": "add"}
 _SET_ALIASES = {"batch": "each", "args": "all", "with": "add"}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 _JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_CRON_FIELD = re.compile(r"[\d*/,\-A-Za-z?LW#]+")
 _MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 
-def _words(value: Any) -> Any:
-    """Accept a list of strings where a sweep string is expected (joined by spaces)."""
-    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
-        return " ".join(str(v) for v in value)
-    return value
-
-
-def _seeds_spec(value: Any) -> Any:
-    """``seeds`` is a count or a sweep token; reject what would be silently coerced."""
-    if (
-        value is None
-        or isinstance(value, str)
-        or (isinstance(value, int) and not isinstance(value, bool))
-    ):
-        return value
-    raise ValueError(f"expected a count (3) or a token such as seed=0:4, got {value!r}")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
-class SweepSet(_Model):
-    """One parameter set of a job.
-
-    Attributes:
-        each: Tokens swept across batches (one batch per combination).
-        all: Tokens swept inside each batch (``key=v1,v2`` items).
-        add: Arguments appended verbatim; merged key by key with the job's ``add``.
-        zip: Linked tokens advanced together (equal lengths), e.g. ``lr=0.1,0.01 wd=1,2``.
-        seeds: Replicates: ``N`` means ``seed=0:N-1``; or a token such as ``seed=0:4``.
-    """
-
-    each: str = Field("", description="Tokens swept across batches.")
-    all: str = Field("", description="Tokens swept inside each batch.")
-    add: str | None = Field(None, description="Arguments appended verbatim.")
-    zip: str = Field("", description="Linked parameters advanced together.")
-    seeds: int | str | None = Field(None, description="Replicates: N or seed=0:4.")
-
-    _each = field_validator("each", "all", "add", "zip", mode="before")(_words)
-    _seeds = field_validator("seeds", mode="before")(_seeds_spec)
-
-
-class Schedule(_Model):
-    """A cron schedule for the job's deployment."""
-
-    cron: str = Field(description="Five-field cron expression, e.g. '0 3 * * *'.")
-    timezone: str | None = Field(None, description="IANA time zone, e.g. 'Europe/Berlin'.")
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        fields = value.split()
-        if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
-            raise ValueError(
-                f"'{value}' is not a five-field cron expression (minute hour day month "
-                "weekday), e.g. '0 3 * * *'"
-            )
-        return value
-
-
-Direction = Literal["minimize", "maximize"]
-
-
-class Optimize(_Model):
-    """A search instead of a sweep: trials asked from an Optuna study.
-
-    Attributes:
-        metric: The metric (or metrics, multi-objective) each trial reports.
-        direction: ``minimize`` / ``maximize``, one per metric.
-        space: The search space in sweep syntax: ``a:b`` ranges (int or float; a step
-            makes them stepped), ``log(a:b)`` log-uniform, comma lists categorical,
-            single values fixed.
-    """
-
-    metric: str | tuple[str, ...] = Field(description="Metric(s) each trial reports.")
-    direction: Direction | tuple[Direction, ...] = Field(
-        "minimize", description="minimize or maximize (a list for several metrics)."
-    )
-    space: str = Field(description="Search space in sweep syntax, e.g. lr=log(1e-5:1e-1).")
-    n_trials: int | None = Field(
-        None, ge=1, description="Trials in the study (default: the grid's size, else 20)."
-    )
-    parallel: int | None = Field(
-        None, ge=1, description="Trials in flight at once (default: the profile's capacity)."
-    )
-    sampler: Literal["tpe", "random", "cmaes", "grid", "qmc"] = Field(
-        "tpe", description="Optuna sampler; TPE asks with constant_liar."
-    )
-    seed: int | None = Field(0, description="Sampler seed (None: not reproducible).")
-    pruner: Literal["none", "median", "hyperband"] = Field(
-        "none", description="Stop unpromising trials early (they report steps)."
-    )
-    storage: str | None = Field(
-        None, description="Optuna storage URL or journal file (default: the state folder)."
-    )
-    study: str | None = Field(None, description="Study name (default: the job's name).")
-
-    _space = field_validator("space", mode="before")(_words)
-
-    @field_validator("metric", "direction", mode="before")
-    @classmethod
-    def _listed(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else value
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        """The metric names, in order."""
-        return (self.metric,) if isinstance(self.metric, str) else self.metric
-
-    @property
-    def directions(self) -> tuple[str, ...]:
-        """One direction per metric (a single direction applies to all)."""
-        if isinstance(self.direction, str):
-            return (self.direction,) * len(self.metrics)
-        return self.direction
-
-
-class Job(_Model):
+class Job(SpecModel):
     """One job of a job file: a command, its parameter sets, and how to run it."""
 
     name: str = Field("", description="MLflow experiment name; defaults to the job's key.")
@@ -200,8 +88,8 @@ class Job(_Model):
     _key: str = PrivateAttr("")
     _source: Source | None = PrivateAttr(None)
 
-    _add = field_validator("add", mode="before")(_words)
-    _seeds = field_validator("seeds", mode="before")(_seeds_spec)
+    _add = field_validator("add", mode="before")(joined_words)
+    _seeds = field_validator("seeds", mode="before")(seeds_spec)
 
     @field_validator("watch", "tags", "preload", mode="before")
     @classmethod
@@ -316,7 +204,7 @@ class Job(_Model):
             ) from None
 
 
-class JobFile(_Model):
+class JobFile(SpecModel):
     """A whole job file: ``jobs`` by name."""
 
     jobs: dict[str, Job] = Field(default_factory=dict, description="Jobs by name.")
@@ -439,22 +327,6 @@ def _move_lines(source: Source, old: tuple, new: tuple) -> None:
         source.lines[new + key[len(old) :]] = source.lines[key]
 
 
-_TYPE_WORDS = {
-    "string_type": "a string",
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "list_type": "a list",
-    "tuple_type": "a list",
-}
-
-
 def _describe(source: Source, error: Any) -> str:
     """One line for one pydantic error: what, where, how to fix."""
     loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
@@ -473,17 +345,7 @@ def _describe(source: Source, error: Any) -> str:
             f"Unknown key '{key}' in {format_path(parent) or 'the top level'} at "
             f"{source.where(loc)}{suggest(key, fields)}"
         )
-    got = error.get("input")
-    got_text = f", got {got!r}" if not isinstance(got, (dict, list)) else ""
-    if kind == "literal_error":
-        what = "expected " + error["msg"].removeprefix("Input should be ") + got_text
-    elif _TYPE_WORDS.get(kind):
-        what = f"expected {_TYPE_WORDS[kind]}{got_text}"
-    else:
-        what = error["msg"].removeprefix("Value error, ") + (
-            got_text if kind.startswith(("greater", "literal")) else ""
-        )
-    return f"Invalid value for {format_path(loc)} at {source.where(loc)}: {what}"
+    return f"Invalid value for {format_path(loc)} at {source.where(loc)}: {expected(error)}"
 
 
 def _is_union_tag(part: Any) -> bool:

@@ -33,7 +33,7 @@ from sweepflow.spec.profile_models import (
     Profile,
     SlurmProfile,
 )
-from sweepflow.spec.source import Source, format_path, suggest
+from sweepflow.spec.source import Source, expected, format_path, suggest
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -51,19 +51,6 @@ __all__ = [
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _SET_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
-
-_TYPE_WORDS = {
-    "string_type": "a string",
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "list_type": "a list",
-    "tuple_type": "a list",
-}
 
 
 class _Loader(yaml.SafeLoader):
@@ -279,15 +266,7 @@ def _describe(error: Any, head: str, place: Any) -> str:
             f"Unknown key '{loc[-1]}' in {format_path(loc[:-1])} {head} {place(loc)}"
             f"{suggest(str(loc[-1]), choices)}"
         )
-    got = error.get("input")
-    got_text = f", got {got!r}" if not isinstance(got, (dict, list)) else ""
-    if kind == "literal_error":
-        what = "expected " + error["msg"].removeprefix("Input should be ") + got_text
-    elif kind == "model_type" and loc == ("adapt",):
-        what = f"expected a mapping such as {{minimum: 0, maximum: 4}}{got_text}"
-    elif kind in _TYPE_WORDS:
-        what = f"expected {_TYPE_WORDS[kind]}{got_text}"
-    else:
-        what = error["msg"].removeprefix("Value error, ")
-        what += got_text if kind.startswith(("greater", "less")) else ""
+    what = expected(error)
+    if kind == "model_type" and loc == ("adapt",):
+        what = what.replace("a mapping", "a mapping such as {minimum: 0, maximum: 4}")
     return f"Invalid value for {format_path(loc)} {head} {place(loc)}: {what}"

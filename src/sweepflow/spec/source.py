@@ -15,7 +15,7 @@ import yaml
 
 from sweepflow.errors import JobFileError
 
-__all__ = ["Source", "format_path", "suggest"]
+__all__ = ["Source", "expected", "format_path", "suggest"]
 
 Path_ = tuple[str | int, ...]
 
@@ -34,6 +34,35 @@ def suggest(word: str, choices: list[str]) -> str:
     if close:
         return f" — did you mean '{close[0]}'?"
     return f" (valid keys: {', '.join(sorted(choices))})" if choices else ""
+
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "list_type": "a list",
+    "tuple_type": "a list",
+}
+
+
+def expected(error: Any) -> str:
+    """What a pydantic error says was expected, and the value given (not a mapping or
+    list: those show in the file), in the words of the job and profile files."""
+    kind, got = error["type"], error.get("input")
+    got_text = f", got {got!r}" if not isinstance(got, (dict, list)) else ""
+    if kind == "literal_error":
+        return "expected " + error["msg"].removeprefix("Input should be ") + got_text
+    if kind in _TYPE_WORDS:
+        return f"expected {_TYPE_WORDS[kind]}{got_text}"
+    what = error["msg"].removeprefix("Value error, ")
+    return what + (got_text if kind.startswith(("greater", "less")) else "")
 
 
 @dataclass

@@ -1,0 +1,127 @@
+"""``sweepflow up``, ``down``, ``status`` and ``deploy``: this project's local servers
+and its Prefect deployments."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sweepflow.cli.options import FileOption, load_jobfile, project_dir
+
+__all__ = ["deploy", "down", "status", "up"]
+
+
+def up(
+    prefect_port: Annotated[
+        int | None,
+        typer.Option(
+            "--prefect-port",
+            min=1,
+            max=65535,
+            help="Port of the Prefect server (default: $SWEEPFLOW_PREFECT_PORT, else 4200).",
+        ),
+    ] = None,
+    mlflow_port: Annotated[
+        int | None,
+        typer.Option(
+            "--mlflow-port",
+            min=1,
+            max=65535,
+            help="Port of the MLflow UI (default: $SWEEPFLOW_MLFLOW_PORT, else 5000).",
+        ),
+    ] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Start a worker on the 'sweepflow' pool.")
+    ] = True,
+    mlflow: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="Start the MLflow UI.")
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds each server may take to answer.")
+    ] = 120.0,
+    file: FileOption = None,
+) -> None:
+    """Start this project's Prefect server, worker and MLflow UI on 127.0.0.1 (background)."""
+    import shlex
+
+    from sweepflow.services.servers import LABELS
+    from sweepflow.services.servers import up as start
+
+    result = start(
+        project_dir(file),
+        prefect_port=prefect_port,
+        mlflow_port=mlflow_port,
+        worker=worker,
+        mlflow=mlflow,
+        timeout=timeout,
+    )
+    for name, label in LABELS.items():
+        if name not in result:
+            continue
+        entry = result[name]
+        where = f"on pool {entry['pool']}" if name == "worker" else f"at {entry['url']}"
+        typer.echo(f"{label}: {entry['state']} (pid {entry['pid']}) {where}")
+        if name == "prefect":
+            typer.echo(f"PREFECT_API_URL={entry['api_url']}")
+    typer.echo(f"MLflow store: {result['tracking_uri']}")
+    typer.echo(f"For your shell: source {shlex.quote(result['env_file'])}")
+
+
+def down(file: FileOption = None) -> None:
+    """Stop the servers that `sweepflow up` started for this project."""
+    from sweepflow.services.servers import LABELS
+    from sweepflow.services.servers import down as stop
+
+    outcome = stop(project_dir(file))
+    if not any(state == "stopped" for state in outcome.values()):
+        typer.echo("No server of this project was running.")
+        return
+    for name, state in outcome.items():
+        typer.echo(f"{LABELS[name]}: {state}")
+
+
+def status(file: FileOption = None) -> None:
+    """Show which of this project's servers run and answer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sweepflow.services.servers import LABELS
+    from sweepflow.services.servers import status as read_status
+
+    table = Table()
+    for column in ("service", "state", "pid", "URL"):
+        table.add_column(column)
+    styles = {"running": "green", "stopped": "dim", "not answering": "red"}
+    for name, row in read_status(project_dir(file)).items():
+        pid = str(row["pid"]) if row["pid"] else "-"
+        table.add_row(LABELS[name], row["state"], pid, row["url"] or "", style=styles[row["state"]])
+    Console(soft_wrap=False).print(table)
+
+
+def deploy(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Jobs to deploy (default: every job).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Print what would be registered.")
+    ] = False,
+    pool: Annotated[
+        str, typer.Option("--pool", help="Work pool of the deployments.")
+    ] = "sweepflow",
+    file: FileOption = None,
+) -> None:
+    """Register one deployment 'run-job/<job>' per job (updates existing ones)."""
+    from deployments import deploy as deployments
+
+    jobfile = load_jobfile(file)
+    planned = deployments.plan(jobfile, names or None, pool)
+    if dry_run:
+        for item in planned:
+            typer.echo("\n".join(item.describe()))
+        return
+    url = deployments.api_url(jobfile.path.resolve().parent)
+    for item in deployments.apply(planned, url):
+        typer.echo("\n".join(item.describe()))
+    typer.echo(f"Deployed {len(planned)} to {url}; start one with:")
+    typer.echo(f"  prefect deployment run '{planned[0].name}'")
