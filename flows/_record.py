@@ -68,6 +68,7 @@ class Record:
         self.outcomes: dict[int, TrialOutcome] = {}
         self.started: set[int] = set()
         self._upcoming, self._ahead = list(upcoming), 0  # prepared SCHEDULED up to here
+        self._place = {spec.index: i for i, spec in enumerate(self._upcoming)}
         self._scheduled: set[int] = set()
         self._drained = False
 
@@ -85,11 +86,11 @@ class Record:
             else:
                 self._prepare(spec)
             self.started.add(spec.index)
-        if specs and self._upcoming:  # the next units' runs, written while these run
-            end = min(len(self._upcoming), self._ahead + 2 * len(specs) + 8)
-            for spec in self._upcoming[self._ahead : end]:
-                if spec.index not in self.started:
-                    self._prepare(spec, scheduled=True)
+        if specs and specs[-1].index in self._place:  # the next units' runs, written now
+            after = self._place[specs[-1].index] + 1
+            end = min(len(self._upcoming), after + 2 * len(specs) + 8)
+            for spec in self._upcoming[max(self._ahead, after) : end]:
+                self._prepare(spec, scheduled=True)
             self._ahead = max(self._ahead, end)
         return [
             spec.model_copy(

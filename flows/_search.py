@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows._record import Record, open_parent
 from flows._runner import TaskRunner, not_pruned
 from flows._runtime import capacity, task_runner
-from sweepflow.cache.results import load_result
+from sweepflow.cache.results import lookup
 from sweepflow.engine import Callbacks, Outcome, schedule
 from sweepflow.execution.trial import TrialSpec, terminate_all
 from sweepflow.plan.expansion import compile_job
@@ -62,9 +62,7 @@ def search(
     state = state_dir(project)
     chosen = load_profile(profile or the_job.profile, profile_set or [], project)
     make_spec = spec_maker(plan, project, extra)
-    results = state / "results"
-    refresh = refresh or not the_job.cache
-    cached = (lambda key: None) if refresh else (lambda key: load_result(results, key))
+    cached = lookup(state, enabled=not refresh and the_job.cache)
     name, location = study_location(settings, the_job.key, state, storage)
     study = open_study(
         settings, space, open_storage(location), name, lambda m: the_job.error(m, "optimize")

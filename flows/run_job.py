@@ -11,7 +11,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows._record import Record, open_parent
 from flows._runner import TaskRunner
 from flows._runtime import capacity, end_with_worker, start_cluster, task_runner
-from sweepflow.cache.results import load_result, running
+from sweepflow.cache.results import lookup, running
 from sweepflow.engine import Callbacks, Feed, schedule
 from sweepflow.execution.trial import terminate_all
 from sweepflow.plan.expansion import MAX_TRIALS, check_size, compile_job
@@ -90,9 +90,7 @@ def _sweep(
     plan = compile_job(the_job, overrides or [])
     check_size(plan, max_trials)
     specs = build_specs(plan, project, extra)
-    results = state / "results"
-    refresh = refresh or not the_job.cache
-    cached = (lambda key: None) if refresh else (lambda key: load_result(results, key))
+    cached = lookup(state, enabled=not refresh and the_job.cache)
     hits = {s.index: r for s in specs if (r := cached(s.cache_key))}
     todo = [s for s in specs if s.index not in hits]
     window = max(1, max_parallel or capacity(chosen))

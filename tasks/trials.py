@@ -3,13 +3,11 @@ under each trial's own cache key."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from sweepflow.cache.results import save_result
+from sweepflow.cache.results import results_dir, save_result
 from sweepflow.execution.trial import TrialFailed, TrialResult, TrialSpec, execute
 
 __all__ = ["Chunk", "ChunkItem", "run_chunk", "run_trial"]
@@ -30,7 +28,7 @@ def run_trial(spec: TrialSpec, state: str) -> TrialResult:
     logger = get_run_logger()
     result = execute(spec, log=logger.info)
     if spec.cache_key:
-        save_result(Path(state, "results"), result)
+        save_result(results_dir(state), result)
     return result
 
 
@@ -62,7 +60,7 @@ def run_chunk(
     :func:`run_trial` would, so caching, tracking and status stay per trial. A failed
     trial is tried up to ``retries`` more times, as the job's ``retries`` asks."""
     logger = get_run_logger()
-    folder = Path(state, "results")
+    folder = results_dir(state)
     items: list[ChunkItem] = []
     for spec in chunk.specs:
         if fail_fast and any(item.result is None for item in items):

@@ -25,14 +25,22 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sweepflow.execution.lifetime import pid_alive
 from sweepflow.execution.trial import TrialResult, TrialSpec
 
-__all__ = ["all_cached", "load_result", "read_result", "running", "save_result"]
+__all__ = [
+    "all_cached",
+    "load_result",
+    "lookup",
+    "read_result",
+    "results_dir",
+    "running",
+    "save_result",
+]
 
 _KIND, _VERSION = "trial-result", 1
 # Prefect's result records (JSON serializer) name the class; the module moved once.
@@ -73,6 +81,18 @@ def _jsonable(value: Any) -> Any:
         with contextlib.suppress(Exception):
             return item()
     return str(value)
+
+
+def results_dir(state: str | Path) -> Path:
+    """Where the results of a state folder are stored."""
+    return Path(state, "results")
+
+
+def lookup(state: Path, enabled: bool = True) -> Callable[[str], TrialResult | None]:
+    """The stored result of a cache key, or None; nothing is found when not ``enabled``
+    (``--refresh``, ``cache: false``)."""
+    folder = results_dir(state)
+    return (lambda key: load_result(folder, key)) if enabled else (lambda key: None)
 
 
 def save_result(folder: Path, result: TrialResult) -> Path:
@@ -128,7 +148,7 @@ def all_cached(specs: list[TrialSpec], state: Path, job: str) -> list[TrialResul
     if active.is_dir() and any(active.iterdir()):
         return None
     results = []
-    folder = state / "results"
+    folder = results_dir(state)
     for spec in specs:
         result = load_result(folder, spec.cache_key)
         if result is None:

@@ -27,7 +27,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-STATUSES = ("done", "cached", "failed", "cancelled", "pruned")
 
 
 @dataclass(frozen=True)

@@ -69,11 +69,12 @@ def new_run(
     params: dict[str, Any] | None,
     start_ms: int,
     parent_id: str | None = None,
+    status: str = "RUNNING",
 ) -> NewRun:
     """A new run under MLflow's rules (default tags, valid keys, cut values)."""
     clean, notes = rules.clean_params(params or {})
     merged = rules.run_tags(name, {**tags, **notes}, parent_id)
-    return NewRun(run_id, merged["mlflow.runName"], merged, clean, start_ms)
+    return NewRun(run_id, merged["mlflow.runName"], merged, clean, start_ms, status)
 
 
 def cleaned(record: Finished) -> Finished:

@@ -65,5 +65,3 @@ def warm_up(uri: str) -> threading.Thread:
     thread = threading.Thread(target=work, name="sweepflow-mlflow-open", daemon=True)
     thread.start()
     return thread
-
-    return True

@@ -2,8 +2,9 @@
 
 One experiment per job, one parent run per ``sweepflow run``, one child run per trial.
 Trial processes never import MLflow; their reports are read from files and logged here.
-A trial's run is created when the trial starts, with its params and tags (so MLflow's
-UI shows it, named, while it runs); its results are logged when it ends.
+A trial's run is created with its params and tags when the trial is submitted, or
+SCHEDULED a little before (so MLflow's UI shows it, named, while it waits and runs);
+its results, and its own start and end, are logged when it ends.
 
 Every record goes through :mod:`sweepflow.tracking.rules` once, then to one of two
 routes with the same interface: :mod:`sweepflow.tracking._bulk` (SQL rows, many runs
@@ -14,7 +15,6 @@ sweep are finished (when their trial's result is cached) or marked KILLED.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -38,7 +38,6 @@ __all__ = [
     "RunWriter",
     "Tracker",
     "default_tracking_uri",
-    "finish_runs",
     "trial_tags",
     "versions",
     "warm_up",
@@ -113,41 +112,20 @@ class Tracker:
         self.store.write_artifact(run_id, name, text)
 
     # -- trial runs ------------------------------------------------------------------
-    def trial_run_tags(self, parent_id: str, tags: dict[str, str]) -> dict[str, str]:
-        """The tags a trial's child run is created with (besides MLflow's defaults)."""
-        tags = {**tags, "sweepflow.role": "trial", "sweepflow.job": self.job}
-        tags["mlflow.parentRunId"] = parent_id
-        return tags
-
     def trial_run(
         self,
         parent_id: str,
         tags: dict[str, str],
         params: dict[str, str] | None = None,
         index: int | None = None,
-        run_id: str | None = None,
         status: str = "RUNNING",
     ) -> NewRun:
-        """The new run of a trial: named by its label, tagged, with its params."""
-        name = (
-            tags.get("sweepflow.label", "") or f"{self.job}[{index if index is not None else ''}]"
-        )
-        tags = self.trial_run_tags(parent_id, tags)
+        """The new child run of a trial: named by its label, tagged, with its params."""
+        name = tags.get("sweepflow.label", "") or f"{self.job}[{'' if index is None else index}]"
+        tags = {**tags, "sweepflow.role": "trial", "sweepflow.job": self.job}
+        tags["mlflow.parentRunId"] = parent_id
         now = int(time.time() * 1000)
-        run = new_run(run_id or new_run_id(), name, tags, params, now, parent_id)
-        return dataclasses.replace(run, status=status)
-
-    def start_trial(
-        self, parent_id: str, tags: dict[str, str], params: dict[str, str] | None = None
-    ) -> str:
-        """Create a trial's child run (RUNNING, with its params); return its id."""
-        run = self.trial_run(parent_id, tags, params)
-        return self.store.create(self.experiment_id, [run])[0]
-
-    def finish_trial(self, run_id: str, workdir: Path, **kwargs: Any) -> None:
-        """Log a finished trial in one batch and close its run FINISHED or FAILED
-        (``kwargs`` as :meth:`finished_record` takes them)."""
-        self.write([self.finished_record(run_id, workdir, **kwargs)])
+        return new_run(new_run_id(), name, tags, params, now, parent_id, status)
 
     def finished_record(
         self,
@@ -249,11 +227,6 @@ class Tracker:
             self.store.set_status(lost, "KILLED", int(time.time() * 1000))
             finished, killed = finished + len(records), killed + len(lost) - 1
         return finished, killed
-
-
-def finish_runs(tracker: Tracker, records: list[Finished]) -> None:
-    """Write finished runs (see :meth:`Tracker.write`)."""
-    tracker.write(records)
 
 
 class RunWriter:
