@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from prefect import runtime
+from prefect import get_run_logger, runtime
 
 from flows._runtime import placement_tags, save_profile, trials_table
+from sweepflow.cache.results import load_result, results_dir
 from sweepflow.engine.progress import TrialOutcome, count_outcomes, current_sink, outcome_of
 from sweepflow.engine.scheduler import Outcome
+from sweepflow.errors import DiskFull
 from sweepflow.execution.trial import TrialResult, TrialSpec
+from sweepflow.faults import disk_full, is_disk_full, release
 from sweepflow.tracking.writer import RunWriter, Tracker, trial_tags, versions
 
 __all__ = ["Record", "open_parent"]
@@ -56,8 +60,12 @@ class Record:
         total: int,
         cached: int = 0,
         upcoming: Sequence[TrialSpec] = (),
+        notes: dict[int, str] | None = None,
+        state: Path | None = None,
     ) -> None:
-        """Start the progress display: ``total`` trials, ``cached`` of them cache hits."""
+        """Start the progress display: ``total`` trials, ``cached`` of them cache hits;
+        ``notes`` say why some trials with a stored result run again (by index);
+        ``state``: the state folder, whose reserve is freed when the disk fills up."""
         self.job, self.tracker, self.parent, self.total = job, tracker, parent, total
         self.writer = RunWriter(tracker, parent)
         self.flow_run_id = str(runtime.flow_run.id or "")
@@ -71,6 +79,16 @@ class Record:
         self._place = {spec.index: i for i, spec in enumerate(self._upcoming)}
         self._scheduled: set[int] = set()
         self._drained = False
+        self.notes = dict(notes or {})
+        self.state = state
+        self.fault: DiskFull | None = None  # why the run stops starting trials
+        self.writer.on_full = self._full
+        self._stopped: list[TrialSpec] = []  # in flight when the run was stopped
+        self.opened = time.time()
+        labels = {spec.index: spec.label for spec in self._upcoming}
+        for index, note in sorted(self.notes.items()):
+            self.sink.note(f"trial {index} ({labels.get(index, '')}): {note}")
+            get_run_logger().warning("trial %s (%s): %s", index, labels.get(index, ""), note)
 
     def cached(self, spec: TrialSpec, result: TrialResult) -> None:
         """A sweep's cache hit: an outcome, no run."""
@@ -106,10 +124,21 @@ class Record:
             self._scheduled.add(spec.index)
 
     def finish(self, spec: TrialSpec, outcome: Outcome, tags: dict[str, str] | None = None) -> None:
-        """Close a trial's run (KILLED if it never ran) and report its outcome."""
+        """Close a trial's run (KILLED if it never ran) and report its outcome; after a
+        full disk, raise it: every other trial would fail the same way."""
+        self._close(spec, outcome, tags)
+        if outcome.status == "failed" and is_disk_full(outcome.error):
+            self._full()
+        if self.fault is not None:
+            raise self.fault
+
+    def _close(self, spec: TrialSpec, outcome: Outcome, tags: dict[str, str] | None = None) -> None:
         result = outcome.result
         if outcome.status == "cancelled":
             self.writer.kill(spec.index)
+        elif result is not None and result.elsewhere:
+            # Another sweepflow run ran it; its run is the trial's one FINISHED run.
+            self.writer.kill(spec.index, tags={"sweepflow.note": outcome.error})
         else:
             self.writer.finish(
                 spec.index,
@@ -120,19 +149,56 @@ class Record:
                 tags=outcome.tags | placement_tags(result) | (tags or {}),
                 **_own_times(outcome),
             )
-        run_id = self.writer.run_id(spec.index) if spec.index in self.started else ""
-        trial = outcome_of(spec, outcome.status, result, outcome.error)
+        try:
+            run_id = self.writer.run_id(spec.index) if spec.index in self.started else ""
+        except DiskFull:
+            run_id = ""  # written when the run closes
+        reason = outcome.error or self.notes.get(spec.index, "")
+        trial = outcome_of(spec, outcome.status, result, reason)
         self.outcomes[spec.index] = replace(trial, run_id=run_id)
         self.sink.finished(self.outcomes[spec.index])
+
+    def _full(self) -> DiskFull:
+        """The disk is full: the run stops starting trials, and makes room for its last
+        writes when it closes."""
+        if self.fault is None:
+            self.fault = disk_full(self.state or Path.cwd())
+        return self.fault
 
     def logged(self, index: int) -> dict[str, float]:
         """The metrics trial ``index``'s program logged to its run itself."""
         return dict(self.tracker.client.get_run(self.writer.run_id(index)).data.metrics)
 
     def abort(self, specs: Sequence[TrialSpec]) -> None:
-        """Trials stopped by an interrupt or error: their runs KILLED."""
+        """Trials stopped by an interrupt or error: the runs of those never started
+        KILLED, with an outcome saying why; those in flight are settled when the run
+        closes (:meth:`close`)."""
         for spec in specs:
+            if spec.index in self.outcomes:
+                continue
+            if spec.index in self.started:
+                self._stopped.append(spec)
+                continue
             self.writer.kill(spec.index)
+            self.outcomes[spec.index] = outcome_of(
+                spec, "cancelled", error=self._why("not started")
+            )
+            self.sink.finished(self.outcomes[spec.index])
+
+    def _why(self, what: str) -> str:
+        return f"{what}: {self.fault or 'interrupted'}"
+
+    def _settle_stopped(self) -> None:
+        """The trials that were in flight when the run was stopped: done if they stored
+        a result on the way out (their run FINISHED), else cancelled (KILLED)."""
+        folder = results_dir(self.state) if self.state is not None else None
+        for spec in self._stopped:
+            result = load_result(folder, spec.cache_key) if folder is not None else None
+            if result is not None and result.ended >= self.opened:
+                self._close(spec, Outcome("done", result, seconds=result.duration))
+            else:
+                self._close(spec, Outcome("cancelled", error=self._why("stopped")))
+        self._stopped.clear()
 
     def drain(self) -> None:
         """Write every queued run update (raise the first error writing met)."""
@@ -143,14 +209,27 @@ class Record:
 
     def close(self, status: str | None = None) -> dict[str, int]:
         """Drain, and close the parent run with ``status`` (default: FAILED if a trial
-        failed or was cancelled, else FINISHED); return the counts."""
+        failed or was cancelled, else FINISHED); return the counts. After a full disk,
+        the reserve is freed first: room for these last writes."""
+        if self.fault is not None:
+            if self.state is not None:
+                release(self.state)
+            status = "FAILED"
         try:
+            self._settle_stopped()
             self.drain()
+        except Exception:
+            if self.fault is None:
+                raise  # else the full disk is what to report, not its echo
         finally:
             counts = count_outcomes(self.outcomes.values(), self.total)
             if status is None:
                 status = "FAILED" if counts["failed"] + counts["cancelled"] else "FINISHED"
-            self.tracker.finish_parent(self.parent, counts, status)
+            try:
+                self.tracker.finish_parent(self.parent, counts, status)
+            except Exception:
+                if self.fault is None:
+                    raise
         return counts
 
     def publish(self, rows: list[TrialOutcome], counts: dict[str, int]) -> dict[str, Any]:

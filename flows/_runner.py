@@ -10,7 +10,7 @@ from sweepflow.engine.scheduler import Outcome
 from sweepflow.execution.trial import TrialPruned, TrialResult, TrialSpec
 from tasks.trials import Chunk, run_chunk
 
-__all__ = ["TaskRunner", "not_pruned"]
+__all__ = ["ELSEWHERE", "TaskRunner", "not_pruned"]
 
 
 def not_pruned(task: Any, task_run: Any, state: Any) -> bool:
@@ -78,7 +78,12 @@ class _Pending:
         return [_outcome(None, error, tags)] * self.size
 
 
+ELSEWHERE = "ran in another sweepflow run at the same time; its result was taken"
+
+
 def _outcome(result: TrialResult | None, error: str, tags: dict[str, str]) -> Outcome:
+    if result is not None and result.elsewhere:
+        return Outcome("cached", result, error=ELSEWHERE, seconds=result.duration, tags=tags)
     if result is not None:
         return Outcome("done", result, seconds=result.duration, tags=tags)
     return Outcome("cancelled" if error == "cancelled" else "failed", error=error, tags=tags)

@@ -11,9 +11,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows._record import Record, open_parent
 from flows._runner import TaskRunner
 from flows._runtime import capacity, end_with_worker, start_cluster, task_runner
-from sweepflow.cache.results import lookup, running
+from sweepflow.cache.results import cached_results, lookup, running
 from sweepflow.engine import Callbacks, Feed, schedule
 from sweepflow.execution.trial import terminate_all
+from sweepflow.faults import disk_full, is_disk_full, reserve
 from sweepflow.plan.expansion import MAX_TRIALS, check_size, compile_job
 from sweepflow.plan.specs import build_specs
 from sweepflow.settings import state_dir
@@ -41,6 +42,7 @@ def run_job(
     n_trials: int | None = None,
     storage: str | None = None,
     max_trials: int = MAX_TRIALS,
+    outputs_check: bool = True,
 ) -> dict[str, Any]:
     """Run every trial of ``job`` (with command-line style ``overrides``).
 
@@ -51,7 +53,8 @@ def run_job(
 
     A job with ``optimize:`` runs its search instead (see ``flows.optimize``), with
     ``n_trials`` and ``storage`` overriding the job's. A sweep of more than
-    ``max_trials`` trials is refused before anything is expanded.
+    ``max_trials`` trials is refused before anything is expanded. A cached trial whose
+    folder is gone runs again unless ``outputs_check`` is False.
     """
     end_with_worker()
     jobfile = load_jobs(job_file or find_job_file())
@@ -59,9 +62,13 @@ def run_job(
     project = jobfile.path.parent.resolve()
     options = {"profile": profile, "profile_set": profile_set, "refresh": refresh}
     options |= {"extra": extra, "max_parallel": max_parallel, "fail_fast": fail_fast}
+    reserve(state_dir(project))  # room for the last writes should the disk fill up
     with running(state_dir(project), the_job.key):
         if the_job.optimize is None:
-            return _sweep(jobfile, the_job, overrides, max_trials=max_trials, **options)
+            return _sweep(
+                jobfile, the_job, overrides, max_trials=max_trials, outputs_check=outputs_check,
+                **options,
+            )  # fmt: skip
         from flows._search import search  # a search: the same flow runs it (deployments)
 
         return search(
@@ -81,6 +88,7 @@ def _sweep(
     max_parallel: int | None,
     fail_fast: bool,
     max_trials: int,
+    outputs_check: bool,
 ) -> dict[str, Any]:
     """The sweep of ``the_job``: every trial, cached ones told without a task run."""
     project = jobfile.path.parent.resolve()
@@ -90,8 +98,9 @@ def _sweep(
     plan = compile_job(the_job, overrides or [])
     check_size(plan, max_trials)
     specs = build_specs(plan, project, extra)
-    cached = lookup(state, enabled=not refresh and the_job.cache)
-    hits = {s.index: r for s in specs if (r := cached(s.cache_key))}
+    enabled = not refresh and the_job.cache
+    cached = lookup(state, enabled=enabled)
+    hits, notes = cached_results(specs, state, enabled=enabled, outputs_check=outputs_check)
     todo = [s for s in specs if s.index not in hits]
     window = max(1, max_parallel or capacity(chosen))
     uri = default_tracking_uri(project)
@@ -104,12 +113,14 @@ def _sweep(
     try:
         asked = {"overrides": " ".join(overrides or []), "extra": " ".join(extra or [])}
         tracker, parent = open_parent(the_job, uri, chosen, state, cached, asked)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(Exception):
             cluster_ready()
         stack.close()
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            raise disk_full(state) from exc
         raise
-    record = Record(the_job, tracker, parent, uri, len(specs), len(hits), upcoming=todo)
+    record = Record(the_job, tracker, parent, uri, len(specs), len(hits), todo, notes, state)
     for spec in specs:
         if spec.index in hits:
             record.cached(spec, hits[spec.index])

@@ -3,14 +3,45 @@ under each trial's own cache key."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from sweepflow.cache.results import results_dir, save_result
+from sweepflow.cache.results import load_result, results_dir, save_result
+from sweepflow.execution.claims import claim
 from sweepflow.execution.trial import TrialFailed, TrialResult, TrialSpec, execute
+from sweepflow.faults import disk_full, is_disk_full
 
 __all__ = ["Chunk", "ChunkItem", "run_chunk", "run_trial"]
+
+
+def _run(spec: TrialSpec, folder: Path, log: Callable[[str], None]) -> TrialResult:
+    """Run ``spec`` once across processes and store its result.
+
+    While another ``sweepflow run`` has the trial in flight (same state folder), this
+    one waits for it instead of running it too, and takes the result it stored (marked
+    ``elsewhere``); if that run failed or died, the trial runs here.
+    """
+
+    def waiting() -> None:
+        log(f"trial {spec.label} is running in another sweepflow run; waiting for it")
+
+    with claim(Path(spec.workdir), waiting) as waited:
+        if waited and spec.cache_key and (done := load_result(folder, spec.cache_key)):
+            return done.model_copy(update={"elsewhere": True})
+        result = execute(spec, log=log)
+        if spec.cache_key:
+            try:
+                save_result(folder, result)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise TrialFailed(str(disk_full(folder))) from exc
+                raise
+    return result
 
 
 # Not Prefect's result persistence or cache policy: sweepflow.cache.results owns the
@@ -25,11 +56,25 @@ __all__ = ["Chunk", "ChunkItem", "run_chunk", "run_trial"]
 def run_trial(spec: TrialSpec, state: str) -> TrialResult:
     """Run one trial (or batch, or submit handler) and store its result under its
     cache key in ``<state>/results``; raise if it fails."""
-    logger = get_run_logger()
-    result = execute(spec, log=logger.info)
-    if spec.cache_key:
-        save_result(results_dir(state), result)
-    return result
+    return _run(spec, results_dir(state), get_run_logger().info)
+
+
+def _attempts(spec: TrialSpec, folder: Path, retries: int, logger: Any) -> ChunkItem:
+    """Run one trial of a chunk, up to ``retries`` more times if it fails (not when the
+    disk is full: that fails every attempt)."""
+    error = ""
+    for attempt in range(retries + 1):
+        try:
+            return ChunkItem(result=_run(spec, folder, logger.info))
+        except (TrialFailed, OSError) as exc:
+            if isinstance(exc, OSError) and not is_disk_full(exc):
+                raise
+            error = str(disk_full(folder.parent) if isinstance(exc, OSError) else exc)
+            if is_disk_full(error):
+                break
+            if attempt < retries:
+                logger.warning("trial %s failed (%s); retrying", spec.label, error)
+    return ChunkItem(error=error)
 
 
 class ChunkItem(BaseModel):
@@ -63,21 +108,9 @@ def run_chunk(
     folder = results_dir(state)
     items: list[ChunkItem] = []
     for spec in chunk.specs:
-        if fail_fast and any(item.result is None for item in items):
-            items.append(ChunkItem(error="cancelled"))
+        full = any(is_disk_full(item.error) for item in items)
+        if full or (fail_fast and any(item.result is None for item in items)):
+            items.append(ChunkItem(error="cancelled"))  # a full disk fails every trial
             continue
-        for attempt in range(retries + 1):
-            try:
-                result = execute(spec, log=logger.info)
-                break
-            except TrialFailed as exc:
-                error = str(exc)
-                if attempt < retries:
-                    logger.warning("trial %s failed (%s); retrying", spec.label, error)
-        else:
-            items.append(ChunkItem(error=error))
-            continue
-        if spec.cache_key:
-            save_result(folder, result)
-        items.append(ChunkItem(result=result))
+        items.append(_attempts(spec, folder, retries, logger))
     return items

@@ -163,8 +163,7 @@ def test_the_forked_program_sees_what_python_would_give_it(project: Path) -> Non
     assert not list(project.parent.rglob("*pwned*"))
     assert probe["colorsys"] and probe["ppid"] != os.getpid()
     assert (probe["name"], probe["job"], probe["cwd"]) == ("__main__", "j", spec.workdir)
-    pid = int((Path(spec.workdir) / "pid").read_text())
-    assert pid == probe["pid"]  # the pid file names the forked program (stop_orphan)
+    assert not (Path(spec.workdir) / "pid").exists()  # removed when the program ended
     assert (Path(spec.workdir) / "stderr.log").read_text() == "warm\n"
 
 
@@ -216,7 +215,7 @@ def test_a_timeout_kills_the_forked_process_group(project: Path) -> None:
         execute(spec)
 
     assert time.monotonic() - started < 30  # cut off, not left to its 60 s
-    pid = int((Path(spec.workdir) / "pid").read_text())
+    pid = int((project / "self.pid").read_text())
     grandchild = int((project / "child.pid").read_text())
     assert _gone(pid) and _gone(grandchild)
 
@@ -234,7 +233,7 @@ def test_terminate_all_stops_forked_trials(project: Path) -> None:
 
     thread = threading.Thread(target=run)
     thread.start()
-    pid = int(_wait_for(Path(spec.workdir) / "pid"))
+    pid = json.loads(_wait_for(Path(spec.workdir) / "pid"))["pid"]
     assert os.getpgid(pid) == pid  # a group of its own, as stop_orphan expects
     assert terminate_all() == 1
     thread.join(10)
@@ -315,7 +314,7 @@ def test_a_trial_stops_when_the_process_running_it_is_killed(
 ) -> None:
     parent, spec = _trial_in_a_child(project, preload)
     try:
-        pid = int(_wait_for(Path(spec.workdir) / "pid"))
+        pid = json.loads(_wait_for(Path(spec.workdir) / "pid"))["pid"]
         zygote = int(_wait_for(Path(spec.workdir) / "stdout.log"))
     finally:
         parent.kill()
@@ -329,7 +328,7 @@ def test_a_trial_stops_when_its_zygote_is_killed_even_if_no_one_is_left_to_stop_
 ) -> None:
     parent, spec = _trial_in_a_child(project)
     try:
-        pid = int(_wait_for(Path(spec.workdir) / "pid"))
+        pid = json.loads(_wait_for(Path(spec.workdir) / "pid"))["pid"]
         zygote = int(_wait_for(Path(spec.workdir) / "stdout.log"))
         os.kill(parent.pid, signal.SIGSTOP)  # the requester cannot kill the trial's group
         os.kill(zygote, signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "DiskFull",
     "JobError",
     "JobFileError",
     "ProfileError",
@@ -72,6 +73,14 @@ class ProfileError(SweepflowError, ValueError):
 
     The message is one line: the profile, the key path with its ``file:line`` (or the
     ``--set`` item it came from), what is wrong, and how to fix it.
+    """
+
+
+class DiskFull(SweepflowError, OSError):
+    """The file system holding the state folder (or a trial's files) is full.
+
+    The message says which one and what to do; the run stops starting trials and
+    keeps what finished.
     """
 
 

@@ -12,6 +12,11 @@ Nothing else writes or parses these files: the trial tasks save through
 :func:`load_result`. Files that Prefect's result store wrote (before this format) are
 still read, so an upgrade re-runs nothing.
 
+A result that exists but does not read (truncated, altered) is *corrupt*; a result
+whose trial folder is gone has its *outputs missing*. :func:`cached_results` reports
+both, so that the run says why such a trial runs again (``--no-outputs-check`` takes a
+result without its folder).
+
 ``sweepflow run`` checks the result files first: when every trial of the sweep has a
 cached result and no run of the job is in progress (or was killed and left runs to
 tidy up), it prints the summary from those results and exits, without Prefect, MLflow
@@ -33,10 +38,14 @@ from sweepflow.execution.lifetime import pid_alive
 from sweepflow.execution.trial import TrialResult, TrialSpec
 
 __all__ = [
+    "CORRUPT",
+    "OUTPUTS_MISSING",
     "all_cached",
+    "cached_results",
     "load_result",
     "lookup",
     "read_result",
+    "result_problem",
     "results_dir",
     "running",
     "save_result",
@@ -48,6 +57,10 @@ _LEGACY_CLASSES = {
     f"{TrialResult.__module__}.{TrialResult.__qualname__}",
     "sweepflow.execute.TrialResult",
 }
+
+
+CORRUPT = "cached result is corrupt: re-running"
+OUTPUTS_MISSING = "outputs missing (trial folder gone): re-running"
 
 
 def _active(state: Path, job: str) -> Path:
@@ -141,17 +154,55 @@ def read_result(path: Path) -> TrialResult | None:
         return None
 
 
-def all_cached(specs: list[TrialSpec], state: Path, job: str) -> list[TrialResult] | None:
-    """Every trial's cached result, in order; None if one is missing or a run of
-    ``job`` is active (or was killed)."""
+def result_problem(folder: Path, key: str) -> str:
+    """What is wrong with the stored result of ``key``: ``""`` (fine), ``"missing"``
+    or ``"corrupt"`` (there, but unreadable or altered)."""
+    path = folder / key
+    if not path.exists():
+        return "missing"
+    result = read_result(path)
+    return "" if result is not None and result.cache_key == key else "corrupt"
+
+
+def cached_results(
+    specs: list[TrialSpec], state: Path, *, enabled: bool = True, outputs_check: bool = True
+) -> tuple[dict[int, TrialResult], dict[int, str]]:
+    """The cache hits of ``specs`` by trial index, and why others with a stored result
+    run again (:data:`CORRUPT`, :data:`OUTPUTS_MISSING`).
+
+    Args:
+        enabled: False (``--refresh``, ``cache: false``): no hits.
+        outputs_check: A hit needs its trial folder (its outputs, logs) to exist.
+    """
+    hits: dict[int, TrialResult] = {}
+    notes: dict[int, str] = {}
+    if not enabled:
+        return hits, notes
+    folder = results_dir(state)
+    for spec in specs:
+        if not spec.cache_key:
+            continue
+        result = load_result(folder, spec.cache_key)
+        if result is None:
+            if result_problem(folder, spec.cache_key) == "corrupt":
+                notes[spec.index] = CORRUPT
+        elif outputs_check and not Path(spec.workdir).is_dir():
+            notes[spec.index] = OUTPUTS_MISSING
+        else:
+            hits[spec.index] = result
+    return hits, notes
+
+
+def all_cached(
+    specs: list[TrialSpec], state: Path, job: str, outputs_check: bool = True
+) -> list[TrialResult] | None:
+    """Every trial's cached result, in order; None if one is missing (or corrupt, or
+    its folder is gone while ``outputs_check``) or a run of ``job`` is active (or was
+    killed)."""
     active = _active(state, job)
     if active.is_dir() and any(active.iterdir()):
         return None
-    results = []
-    folder = results_dir(state)
-    for spec in specs:
-        result = load_result(folder, spec.cache_key)
-        if result is None:
-            return None
-        results.append(result)
-    return results
+    hits, _ = cached_results(specs, state, outputs_check=outputs_check)
+    if len(hits) < len(specs):
+        return None
+    return [hits[spec.index] for spec in specs]

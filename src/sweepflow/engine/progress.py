@@ -29,6 +29,8 @@ class TrialOutcome:
     Attributes:
         status: ``done``, ``cached``, ``failed``, ``cancelled`` or ``pruned`` (a search
             trial its pruner stopped).
+        error: Why it did not finish, or a note on how it did (it ran again because
+            its cached result was corrupt; another run ran it); empty if none.
     """
 
     index: int
@@ -53,6 +55,9 @@ class ProgressSink(Protocol):
     def finished(self, outcome: TrialOutcome) -> None:
         """A trial ended (done, failed, cancelled) or was a cache hit."""
 
+    def note(self, text: str) -> None:
+        """Something the user should read now (e.g. a corrupt cached result)."""
+
 
 class _NullSink:
     def start(self, job: str, total: int, cached: int) -> None:
@@ -62,6 +67,9 @@ class _NullSink:
         pass
 
     def finished(self, outcome: TrialOutcome) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass
 
 

@@ -26,8 +26,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sweepflow.errors import TrialFailed, TrialPruned  # defined there: light to import
+from sweepflow.execution.claims import Keeper, Owned, stop_orphan
 from sweepflow.execution.lifetime import with_parent_death
 from sweepflow.execution.warm import WarmProcess, WarmStartError, spawn
+from sweepflow.faults import disk_full, is_disk_full
 from sweepflow.reporting.channel import reporting_to, unflatten
 from sweepflow.reporting.reader import read_report
 from sweepflow.spec.interpreter import call_target
@@ -111,6 +113,9 @@ class TrialResult(BaseModel):
     workdir: str
     host: str = ""
     placement: dict[str, str] = Field(default_factory=dict)
+    # Set on the copy a process got by waiting for another process that ran the trial
+    # at the same time (never stored: the stored result is that process's own).
+    elsewhere: bool = Field(default=False, exclude=True)
 
     @property
     def duration(self) -> float:
@@ -156,10 +161,19 @@ def _environment(spec: TrialSpec, workdir: Path) -> dict[str, str]:
     return env
 
 
-def _pump(stream, sink, log: LogFn | None, prefix: str) -> None:
+def _pump(stream, sink, log: LogFn | None, prefix: str, failed: list[OSError]) -> None:
+    """Copy the program's output to its log file (and ``log``) until it closes the pipe.
+
+    A write that fails (a full disk) is recorded in ``failed`` and the rest of the output
+    is still read, so that the program never blocks on a full pipe.
+    """
     for line in iter(stream.readline, b""):
-        sink.write(line)
-        sink.flush()
+        if not failed:
+            try:
+                sink.write(line)
+                sink.flush()
+            except OSError as exc:
+                failed.append(exc)
         if log:
             log(prefix + line.decode(errors="replace").rstrip("\n"))
     stream.close()
@@ -198,12 +212,18 @@ def _supervise(spec: TrialSpec, argv: list[str], cwd: Path, log: LogFn | None) -
         )
         with _RUNNING_LOCK:
             _RUNNING.add(proc)
-        (workdir / "pid").write_text(str(proc.pid))
+        owned = Owned.of(proc.pid)  # pid, start time, own session: stop_orphan's proof
+        if owned is not None:
+            owned.write(workdir / "pid")
+            Keeper.watch(owned)  # its group dies with this process, however it ends
         pumps = []
+        failed: list[OSError] = []
         if log:
             pumps = [
-                threading.Thread(target=_pump, args=(proc.stdout, out, log, ""), daemon=True),
-                threading.Thread(target=_pump, args=(proc.stderr, err, log, "[stderr] ")),
+                threading.Thread(
+                    target=_pump, args=(proc.stdout, out, log, "", failed), daemon=True
+                ),
+                threading.Thread(target=_pump, args=(proc.stderr, err, log, "[stderr] ", failed)),
             ]
             for pump in pumps:
                 pump.start()
@@ -225,24 +245,13 @@ def _supervise(spec: TrialSpec, argv: list[str], cwd: Path, log: LogFn | None) -
                 _RUNNING.discard(proc)
             for pump in pumps:
                 pump.join()
+            (workdir / "pid").unlink(missing_ok=True)  # ended: nothing left to stop
+            Keeper.release(owned)
+    if failed:
+        if is_disk_full(failed[0]):
+            raise TrialFailed(str(disk_full(workdir))) from failed[0]
+        raise TrialFailed(f"could not write the logs of trial {spec.label!r}: {failed[0]}")
     return returncode
-
-
-def stop_orphan(workdir: Path) -> None:
-    """Stop the process group a killed sweep left running in this folder, if any."""
-    pid_file = workdir / "pid"
-    try:
-        pid = int(pid_file.read_text())
-    except (OSError, ValueError):
-        return
-    pid_file.unlink(missing_ok=True)
-    try:
-        if os.getpgid(pid) != pid:
-            return  # the pid was reused by an unrelated process
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -325,6 +334,9 @@ def _raise_if_pruned(workdir: Path) -> None:
 
 def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
     """Run one unit and return its result.
+
+    The caller holds the unit's :func:`~sweepflow.execution.claims.claim` (the trial
+    tasks do): a program a killed driver left in the folder is stopped first.
 
     Raises:
         TrialFailed: Non-zero exit (with the tail of stderr), timeout, or an exception

@@ -95,18 +95,28 @@ class ClientStore:
         for run_id in run_ids:
             self.client.set_terminated(run_id, status=status, end_time=end_ms)
 
-    def running(self, experiment_id: str, key: str, value: str) -> list[Stale]:
-        """The RUNNING (or SCHEDULED) runs of an experiment with tag ``key`` = ``value``."""
+    def running(
+        self,
+        experiment_id: str,
+        key: str,
+        value: str,
+        statuses: tuple[str, ...] = ("RUNNING", "SCHEDULED"),
+    ) -> list[Stale]:
+        """The runs of an experiment with tag ``key`` = ``value`` in ``statuses``
+        (default: not ended)."""
         found = [
             run
-            for status in ("RUNNING", "SCHEDULED")
+            for status in statuses
             for run in self.client.search_runs(
                 [experiment_id],
                 f"attributes.status = '{status}' and tags.`{key}` = '{value}'",
                 max_results=50_000,
             )
         ]
-        return [Stale(r.info.run_id, dict(r.data.tags), dict(r.data.params)) for r in found]
+        return [
+            Stale(r.info.run_id, dict(r.data.tags), dict(r.data.params), r.info.status)
+            for r in found
+        ]
 
     def write_artifact(self, run_id: str, name: str, text: str) -> None:
         """Write a text file among the artifacts of ``run_id``."""

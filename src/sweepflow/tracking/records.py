@@ -55,11 +55,12 @@ class Finished:
 
 @dataclass
 class Stale:
-    """A run left RUNNING: its id, tags and params."""
+    """A run found by status (e.g. left RUNNING): its id, tags, params and status."""
 
     run_id: str
     tags: dict[str, str]
     params: dict[str, str]
+    status: str = "RUNNING"
 
 
 def new_run(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sweepflow.execution.lifetime import pid_alive
+from sweepflow.faults import is_disk_full
 from sweepflow.tracking._bulk import BulkStore
 from sweepflow.tracking._client import ClientStore
 from sweepflow.tracking.records import Finished, NewRun, cleaned, new_run, new_run_id
@@ -183,7 +184,9 @@ class Tracker:
         try:
             self.bulk.finish(records)
             return
-        except Exception:
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise  # MLflow's client would fail the same way (with a traceback)
             if len(records) == 1:
                 self.write_finished(records[0])
                 return
@@ -193,23 +196,40 @@ class Tracker:
             except Exception:
                 self.write_finished(record)
 
-    def reap_stale(self, cached: Callable[[str], Any | None]) -> tuple[int, int]:
-        """Close runs left RUNNING by a killed ``sweepflow run`` on this host.
+    def stale_parents(self) -> list[Any]:
+        """Parent runs left RUNNING by a ``sweepflow run`` on this host that is gone."""
+        host = socket.gethostname()
+        return [
+            parent
+            for parent in self.store.running(self.experiment_id, "sweepflow.role", "parent")
+            if parent.tags.get("sweepflow.host") == host
+            and not pid_alive(int(parent.tags.get("sweepflow.pid", 0)))
+        ]
 
-        A stale trial run whose result is cached is finished with that result; the others
-        are marked KILLED. Returns (finished, killed).
+    def reap_stale(self, cached: Callable[[str], Any | None]) -> tuple[int, int]:
+        """Close the runs of a killed ``sweepflow run`` on this host.
+
+        Its trial runs left RUNNING or SCHEDULED are finished with their trial's cached
+        result, or marked KILLED when there is none. A trial run FINISHED by its own
+        program (one that logs to MLflow itself) whose result the killed driver never
+        stored is marked KILLED too: the trial runs again, and only that run counts.
+        Returns (finished, killed).
         """
         finished = killed = 0
-        host = socket.gethostname()
-        for parent in self.store.running(self.experiment_id, "sweepflow.role", "parent"):
-            tags = parent.tags
-            if tags.get("sweepflow.host") != host or pid_alive(int(tags.get("sweepflow.pid", 0))):
-                continue
-            records, lost = [], [parent.run_id]
-            for child in self.store.running(
-                self.experiment_id, "mlflow.parentRunId", parent.run_id
-            ):
+        for parent in self.stale_parents():
+            records, lost, superseded = [], [parent.run_id], []
+            children = self.store.running(
+                self.experiment_id,
+                "mlflow.parentRunId",
+                parent.run_id,
+                statuses=("RUNNING", "SCHEDULED", "FINISHED"),
+            )
+            for child in children:
                 result = cached(child.tags.get("sweepflow.cache_key", ""))
+                if child.status == "FINISHED":
+                    if result is None:
+                        superseded.append(child.run_id)
+                    continue
                 if result is None:
                     lost.append(child.run_id)
                     continue
@@ -223,10 +243,20 @@ class Tracker:
                     ended=getattr(result, "ended", None),
                 )
                 records.append(record)
+            now = int(time.time() * 1000)
+            note = {"sweepflow.note": _SUPERSEDED}
+            records += [Finished(run_id, "KILLED", now, tags=note) for run_id in superseded]
             self.write(records)
-            self.store.set_status(lost, "KILLED", int(time.time() * 1000))
-            finished, killed = finished + len(records), killed + len(lost) - 1
+            self.store.set_status(lost, "KILLED", now)
+            finished += len(records) - len(superseded)
+            killed += len(lost) - 1 + len(superseded)
         return finished, killed
+
+
+_SUPERSEDED = (
+    "finished by its program, but its sweep was killed before the result was stored; "
+    "the trial ran again in a later run"
+)
 
 
 class RunWriter:
@@ -252,6 +282,11 @@ class RunWriter:
         self._created: set[int] = set()
         self._ready = threading.Condition()
         self._error: BaseException | None = None
+        # Told when a write finds the disk full; the writes wait for close(), by which
+        # time room was made (a SQL batch is one transaction, undone as a whole).
+        self.on_full: Callable[[], BaseException] | None = None
+        self.full: BaseException | None = None  # what on_full answered
+        self._deferred: list[tuple[str, int, Any]] = []
         self._thread = threading.Thread(target=self._work, name="sweepflow-mlflow", daemon=True)
         self._thread.start()
 
@@ -275,9 +310,13 @@ class RunWriter:
     def run_id(self, index: int) -> str:
         """The run id of trial ``index`` (waits until the run exists)."""
         with self._ready:
-            self._ready.wait_for(lambda: index in self._created or self._error is not None)
+            self._ready.wait_for(
+                lambda: index in self._created or self._error is not None or self.full is not None
+            )
             if self._error is not None:
                 raise self._error
+            if index not in self._created:
+                raise self.full  # type: ignore[misc]
             return self._ids[index]
 
     def finish(self, index: int, workdir: Path, **kwargs: Any) -> None:
@@ -286,9 +325,10 @@ class RunWriter:
         keep their value)."""
         self._queue.put(("finish", index, (workdir, kwargs)))
 
-    def kill(self, index: int) -> None:
-        """Mark the run of a trial that will not finish KILLED (if it was created)."""
-        self._queue.put(("kill", index, None))
+    def kill(self, index: int, tags: dict[str, str] | None = None) -> None:
+        """Mark the run of a trial that will not finish KILLED (if it was created),
+        with ``tags`` saying why."""
+        self._queue.put(("kill", index, tags))
 
     def close(self) -> None:
         """Wait for every queued write; raise the first error the writer met."""
@@ -307,13 +347,32 @@ class RunWriter:
                     break
             if self._error is None:
                 try:
-                    self._write_batch(batch)
+                    self._write_or_defer(batch)
                 except BaseException as exc:  # surfaced to the flow by run_id()/close()
                     with self._ready:
                         self._error = exc
                         self._ready.notify_all()
             if any(what == "stop" for what, _, _ in batch):
                 return
+
+    def _write_or_defer(self, batch: list[tuple[str, int, Any]]) -> None:
+        """Write ``batch``; while the disk is full (``on_full`` was told), keep it and
+        what follows for the end: :meth:`close` writes it all once room was made."""
+        stopping = any(what == "stop" for what, _, _ in batch)
+        if self._deferred or (self.full and not stopping):
+            self._deferred.extend(batch)
+            if not stopping:
+                return
+            batch, self._deferred = self._deferred, []
+        try:
+            self._write_batch(batch)
+        except Exception as exc:
+            if self.on_full is None or not is_disk_full(exc) or stopping:
+                raise
+            self._deferred.extend(batch)
+            with self._ready:
+                self.full = self.on_full()
+                self._ready.notify_all()
 
     def _write_batch(self, batch: list[tuple[str, int, Any]]) -> None:
         creates: dict[int, NewRun] = {}
@@ -341,7 +400,7 @@ class RunWriter:
                 workdir, kwargs = payload
                 records.append(self.tracker.finished_record(self._ids[i], workdir, **kwargs))
             elif what == "kill" and i in self._created:
-                records.append(Finished(self._ids[i], "KILLED", now))
+                records.append(Finished(self._ids[i], "KILLED", now, tags=dict(payload or {})))
         self.tracker.write(records)
 
 
