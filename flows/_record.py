@@ -62,10 +62,12 @@ class Record:
         upcoming: Sequence[TrialSpec] = (),
         notes: dict[int, str] | None = None,
         state: Path | None = None,
+        since: float | None = None,
     ) -> None:
         """Start the progress display: ``total`` trials, ``cached`` of them cache hits;
         ``notes`` say why some trials with a stored result run again (by index);
-        ``state``: the state folder, whose reserve is freed when the disk fills up."""
+        ``state``: the state folder, whose reserve is freed when the disk fills up;
+        ``since``: when the cache was looked up (default: now)."""
         self.job, self.tracker, self.parent, self.total = job, tracker, parent, total
         self.writer = RunWriter(tracker, parent)
         self.flow_run_id = str(runtime.flow_run.id or "")
@@ -84,7 +86,7 @@ class Record:
         self.fault: DiskFull | None = None  # why the run stops starting trials
         self.writer.on_full = self._full
         self._stopped: list[TrialSpec] = []  # in flight when the run was stopped
-        self.opened = time.time()
+        self.opened = time.time() if since is None else since
         labels = {spec.index: spec.label for spec in self._upcoming}
         for index, note in sorted(self.notes.items()):
             self.sink.note(f"trial {index} ({labels.get(index, '')}): {note}")
@@ -112,7 +114,10 @@ class Record:
             self._ahead = max(self._ahead, end)
         return [
             spec.model_copy(
-                update={"env": self.env | {"MLFLOW_RUN_ID": self.writer.run_id(spec.index)}}
+                update={
+                    "env": self.env | {"MLFLOW_RUN_ID": self.writer.run_id(spec.index)},
+                    "since": self.opened,
+                }
             )
             for spec in specs
         ]

@@ -24,10 +24,10 @@ from sweepflow.execution.trial import TrialSpec, terminate_all
 from sweepflow.plan.expansion import compile_job
 from sweepflow.plan.space import search_space
 from sweepflow.plan.specs import spec_maker
-from sweepflow.search.loop import Asked, StudySource, import_plotting, recover, run_tags, tell
+from sweepflow.search.locations import shown
+from sweepflow.search.loop import Asked, import_plotting, run_tags, start_search, tell
 from sweepflow.search.pruning import study_env
 from sweepflow.search.report import best_summary, publish_study
-from sweepflow.search.study import counted, driver_id, open_storage, open_study, study_location
 from sweepflow.settings import state_dir
 from sweepflow.spec.jobs import find_job_file, load_jobs
 from sweepflow.spec.profiles import load_profile
@@ -50,7 +50,11 @@ def search(
     storage: str | None = None,
     fail_fast: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) the search of ``job`` until its study has ``n_trials`` trials."""
+    """Run (or resume) the search of ``job`` until its study has ``n_trials`` trials.
+
+    Other drivers of the study (another ``sweepflow run`` of the job) may run at once:
+    they share the ``n_trials``, each asking under the study's ask lock.
+    """
     jobfile = load_jobs(job_file or find_job_file())
     the_job = jobfile.job(job)
     plan = compile_job(the_job, overrides or [])
@@ -63,20 +67,15 @@ def search(
     chosen = load_profile(profile or the_job.profile, profile_set or [], project)
     make_spec = spec_maker(plan, project, extra)
     cached = lookup(state, enabled=not refresh and the_job.cache)
-    name, location = study_location(settings, the_job.key, state, storage)
-    study = open_study(
-        settings, space, open_storage(location), name, lambda m: the_job.error(m, "optimize")
-    )
-    names = settings.metrics
-    recover(study, space, make_spec, cached, names)
-    before = sum(counted(t) for t in study.get_trials(deepcopy=False))
-    total = n_trials or settings.n_trials or space.grid_size() or 20
-    remaining = max(0, total - before)
+    found = start_search(the_job, space, state, make_spec, cached, n_trials, storage)
+    study, name, location, names = found.study, found.name, found.location, settings.metrics
+    total, remaining = found.total, found.remaining
 
     uri = default_tracking_uri(project)
     asked = {"overrides": " ".join(overrides or []), "extra": " ".join(extra or [])}
     asked |= {"n_trials": str(total), "sampler": settings.sampler}
-    tags = {"sweepflow.search": "optuna", "optuna.study_name": name, "optuna.storage": location}
+    tags = {"sweepflow.search": "optuna", "optuna.study_name": name}
+    tags["optuna.storage"] = shown(location)
     tracker, parent = open_parent(the_job, uri, chosen, state, cached, asked, tags)
     record = Record(the_job, tracker, parent, uri, remaining)
     window = max(1, max_parallel or settings.parallel or capacity(chosen))
@@ -84,7 +83,6 @@ def search(
     retries = max(the_job.retries, chosen.retries)
     single = run_trial.with_options(retries=retries, retry_condition_fn=not_pruned)
     resources = dict(the_job.resources) if chosen.type != "local" else {}
-    source = StudySource(study, space, remaining, make_spec, cached, driver_id())
     channel = (names[0], settings.pruner)  # what a trial reports, and who judges it
 
     def started(items: list[Asked]) -> list[TrialSpec]:
@@ -117,7 +115,7 @@ def search(
         stack.enter_context(runner)
         units = TaskRunner(runner, single, str(state), resources)
         callbacks = Callbacks(started, finished, aborted, record.sink.running)
-        report = schedule(source, units, window, callbacks, fail_fast)
+        report = schedule(found.source, units, window, callbacks, fail_fast)
     except BaseException:
         terminate_all()
         stack.close()
@@ -130,7 +128,8 @@ def search(
     publish_study(study, tracker, parent, the_job.key, state, best)
     counts = record.close("FINISHED" if best else "FAILED")
     summary = record.publish([record.outcomes[k] for k in sorted(record.outcomes)], counts)
-    summary |= {"study": name, "storage": location, "best": best, "finished_before": before}
+    summary |= {"study": name, "storage": shown(location), "best": best}
+    summary |= {"finished_before": found.before}
     if not best:
         raise RuntimeError(f"no trial of the search '{job}' completed ({counts['failed']} failed)")
     if report.stopped:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from prefect import flow
@@ -99,6 +100,7 @@ def _sweep(
     check_size(plan, max_trials)
     specs = build_specs(plan, project, extra)
     enabled = not refresh and the_job.cache
+    looked = time.time()  # results stored after this were made by another run
     cached = lookup(state, enabled=enabled)
     hits, notes = cached_results(specs, state, enabled=enabled, outputs_check=outputs_check)
     todo = [s for s in specs if s.index not in hits]
@@ -120,7 +122,9 @@ def _sweep(
         if isinstance(exc, Exception) and is_disk_full(exc):
             raise disk_full(state) from exc
         raise
-    record = Record(the_job, tracker, parent, uri, len(specs), len(hits), todo, notes, state)
+    record = Record(
+        the_job, tracker, parent, uri, len(specs), len(hits), todo, notes, state, looked
+    )
     for spec in specs:
         if spec.index in hits:
             record.cached(spec, hits[spec.index])

@@ -23,16 +23,19 @@ def _run(spec: TrialSpec, folder: Path, log: Callable[[str], None]) -> TrialResu
     """Run ``spec`` once across processes and store its result.
 
     While another ``sweepflow run`` has the trial in flight (same state folder), this
-    one waits for it instead of running it too, and takes the result it stored (marked
-    ``elsewhere``); if that run failed or died, the trial runs here.
+    one waits for it instead of running it too; a result that run stored after this
+    one looked up the cache (``spec.since``) is taken (marked ``elsewhere``); if that
+    run failed or died, the trial runs here.
     """
 
     def waiting() -> None:
         log(f"trial {spec.label} is running in another sweepflow run; waiting for it")
 
-    with claim(Path(spec.workdir), waiting) as waited:
-        if waited and spec.cache_key and (done := load_result(folder, spec.cache_key)):
-            return done.model_copy(update={"elsewhere": True})
+    with claim(Path(spec.workdir), waiting):
+        if spec.since and spec.cache_key:
+            done = load_result(folder, spec.cache_key)
+            if done is not None and done.ended >= spec.since:
+                return done.model_copy(update={"elsewhere": True})
         result = execute(spec, log=log)
         if spec.cache_key:
             try:

@@ -225,9 +225,13 @@ def test_submit_dry_run_shows_handler_and_parameter_file(project: Path, cli) -> 
     argv = shlex.split(command)
     assert argv[:4] == ["python", "submit.py", "train.py", "--partition=gpu"]
     param_file = Path(argv[-1])
-    assert re.fullmatch(r"params-[0-9a-f]+\.txt", param_file.name)
-    assert header == f"# {param_file.name} (2 lines):"
-    assert rest == ["model=cnn lr=0.01", "model=cnn lr=0.05", "2 trials in 1 batch"]
+    assert re.fullmatch(r"params-[0-9a-f]+\.jsonl", param_file.name)
+    assert header == f"# {param_file.name} (2 lines, one JSON object each):"
+    assert rest == [
+        '{"params": {"model": "cnn", "lr": "0.01"}, "args": ["model=cnn", "lr=0.01"]}',
+        '{"params": {"model": "cnn", "lr": "0.05"}, "args": ["model=cnn", "lr=0.05"]}',
+        "2 trials in 1 batch",
+    ]
 
 
 def test_per_batch_prints_multirun_commands(project: Path, cli) -> None:

@@ -385,6 +385,7 @@ def test_submit_job(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
         jobs:
           sub:
             submit: python handler.py 0
+            submit_format: args  # HydraFlow's lines, as handler.py reads them
             sets:
               - each: "a=1,'p q'"
                 all: b=x,y

@@ -86,6 +86,10 @@ class TrialSpec(BaseModel):
     timeout: float | None = None
     env: dict[str, str] = Field(default_factory=dict)
     preload: tuple[str, ...] = ()
+    # When the run that submits the unit looked up the cache (seconds since the epoch;
+    # 0: never): a result stored after that was made by another run at the same time,
+    # and is taken instead of running the unit again.
+    since: float = 0.0
 
     @property
     def label(self) -> str:
