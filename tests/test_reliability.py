@@ -21,11 +21,15 @@ import pytest
 from test_run_job import child_env, executions, make_project
 
 from sweepflow.cli.main import main
-from sweepflow.execution.claims import start_time
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 COMMAND = [sys.executable, "-m", "sweepflow", "run"]
+
+
+def start_time(pid: int) -> int:
+    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
 
 
 def finished_runs(project: Path, job: str) -> Counter:
@@ -78,13 +82,15 @@ def test_two_drivers_of_one_job_run_each_trial_once(project: Path, tmp_path: Pat
         jobs:
           slow:
             run: python train.py
-            add: sleep=1
+            add: sleep=2
             sets:
               - each: a=1:6
         """,
         "train.py",
     )
-    drivers = [start(project, "slow", "-j", "3", log=tmp_path / f"{i}.out") for i in (0, 1)]
+    first = start(project, "slow", "-j", "3", log=tmp_path / "0.out")
+    wait_for(project / "executions.log", first)  # the second starts while trials run
+    drivers = [first, start(project, "slow", "-j", "3", log=tmp_path / "1.out")]
     for driver in drivers:
         driver.wait(timeout=300)
     outputs = [(tmp_path / f"{i}.out").read_text() for i in (0, 1)]
