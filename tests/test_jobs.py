@@ -8,6 +8,11 @@ documented examples, never computed with the code under test.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +21,12 @@ import pytest
 
 import sweepflow
 from sweepflow import JobError, JobFileError, SweepSyntaxError, load_jobs
+from sweepflow.cli.main import main as cli_main
 from sweepflow.plan.commands import invocations
 from sweepflow.plan.expansion import compile_job
 from sweepflow.spec.jobs import find_job_file
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(directory: Path, text: str, name: str = "sweepflow.yaml") -> Path:
@@ -441,8 +449,222 @@ def test_submit_is_one_invocation_with_a_parameter_file(here: Path) -> None:
     (unit,) = invocations(compile_job(job))
     assert unit.argv[:2] == ("python", "sub.py")
     assert unit.argv[-1] == str(unit.param_file)
-    assert unit.param_file.name.startswith("params-") and unit.param_file.suffix == ".txt"
-    assert unit.lines == ("a=1 b=3", "a=1 b=4", "a=2 b=3", "a=2 b=4")
+    assert unit.param_file.name.startswith("params-") and unit.param_file.suffix == ".jsonl"
+    assert unit.lines == (
+        '{"params": {"a": "1", "b": "3"}, "args": ["a=1", "b=3"]}',
+        '{"params": {"a": "1", "b": "4"}, "args": ["a=1", "b=4"]}',
+        '{"params": {"a": "2", "b": "3"}, "args": ["a=2", "b=3"]}',
+        '{"params": {"a": "2", "b": "4"}, "args": ["a=2", "b=4"]}',
+    )
+
+
+# ---------------------------------------------------------------------------
+# The submit: parameter file: one line per trial, whatever the values
+# ---------------------------------------------------------------------------
+
+# (id, job file name, job keys, the parameter file's lines)
+PARAM_FILES = [
+    (
+        "json-default-with-add",
+        "sweepflow.yaml",
+        "submit: python h.py\nadd: k=1\nsets:\n  - each: a=1,2",
+        [
+            '{"params": {"a": "1"}, "args": ["a=1", "k=1"]}',
+            '{"params": {"a": "2"}, "args": ["a=2", "k=1"]}',
+        ],
+    ),
+    (
+        "args-when-asked",
+        "sweepflow.yaml",
+        "submit: python h.py\nsubmit_format: args\nadd: \"note='p q'\"\nsets:\n  - each: a=1,2",
+        ["a=1 'note=p q'", "a=2 'note=p q'"],
+    ),
+    (
+        "args-in-a-hydraflow-file",
+        "hydraflow.yaml",
+        "submit: python h.py\nsets:\n  - each: a=1,2",
+        ["a=1", "a=2"],
+    ),
+    (
+        "args-for-hydraflow-steps",
+        "sweepflow.yaml",
+        "submit: python h.py\nsteps:\n  - batch: a=1,2",
+        ["a=1", "a=2"],
+    ),
+    (
+        "json-when-asked-in-a-hydraflow-file",
+        "hydraflow.yaml",
+        "submit: python h.py\nsubmit_format: json\nsteps:\n  - batch: a=1",
+        ['{"params": {"a": "1"}, "args": ["a=1"]}'],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("file", "body", "lines"), [p[1:] for p in PARAM_FILES], ids=[p[0] for p in PARAM_FILES]
+)
+def test_parameter_file_lines(here: Path, file: str, body: str, lines: list[str]) -> None:
+    indented = textwrap.indent(body, "    ")
+    job = load_jobs(write(here, f"jobs:\n  j:\n{indented}\n", file)).jobs["j"]
+    (unit,) = invocations(compile_job(job))
+    assert unit.param_file is not None
+    assert unit.param_file.suffix == (".jsonl" if lines[0].startswith("{") else ".txt")
+    assert list(unit.lines) == lines
+
+
+def test_json_line_of_a_batch_has_its_multirun_args(here: Path) -> None:
+    job = one_job(
+        here, "submit: python h.py\nper: batch\nsets:\n  - each: a=1\n    all: b=3,4", "j"
+    )
+    (unit,) = invocations(compile_job(job))
+    (row,) = [json.loads(line) for line in unit.lines]
+    assert row["params"] == {}, "a batch is one --multirun command, not one trial"
+    assert row["args"][:4] == ["--multirun", "a=1", "b=3,4", "hydra.job.name=j"]
+    assert row["args"][4].startswith("hydra.sweep.dir=")
+
+
+# Values a line must hold: newlines, carriage returns, and what str.splitlines() splits on.
+BREAKS = [("newline", "\n"), ("crlf", "\r\n"), ("line-separator", "\u2028"), ("form-feed", "\f")]
+
+
+@pytest.mark.parametrize("text", [b[1] for b in BREAKS], ids=[b[0] for b in BREAKS])
+def test_json_lines_hold_any_value(here: Path, text: str) -> None:
+    job = one_job(here, "submit: python h.py\nsets:\n  - each: a=1,2", "j")
+    (unit,) = invocations(compile_job(job, [f"a='x{text}y',2"]))
+    written = "".join(line + "\n" for line in unit.lines)  # what execute() writes
+    rows = [json.loads(line) for line in written.splitlines()]
+    assert [row["params"] for row in rows] == [{"a": f"'x{text}y'"}, {"a": "2"}]
+    assert [row["args"] for row in rows] == [[f"a='x{text}y'"], ["a=2"]]
+    assert written.isascii()
+
+
+# (id, job keys, the error's parts: what, where (key path, file:line), how to fix)
+REFUSED_LINES = [
+    (
+        "each-value",
+        "submit: python h.py\nsubmit_format: args\nsets:\n  - each: \"msg='a\\nb',c\"",
+        [
+            "Job 'j'",
+            "line break in msg=\"'a\\nb'\"",
+            "jobs.j.sets[0].each at sweepflow.yaml:6",
+            "remove the line break",
+            "submit_format: args writes each trial on one line",
+            "or drop it",
+        ],
+    ),
+    (
+        "all-value-second-set",
+        "submit: python h.py\nsubmit_format: args\nsets:\n  - each: a=1\n"
+        "  - all: \"b=ok,'x\\u2028y'\"",
+        ["jobs.j.sets[1].all at sweepflow.yaml:7"],
+    ),
+    (
+        "job-add",
+        "submit: python h.py\nsubmit_format: args\nadd: \"note='a\\rb'\"",
+        ["line break in add item 'note=a\\rb'", "jobs.j.add at sweepflow.yaml:5"],
+    ),
+    (
+        "set-add",
+        "submit: python h.py\nsubmit_format: args\nsets:\n  - add: \"note='a\\nb'\"",
+        ["jobs.j.sets[0].add at sweepflow.yaml:6"],
+    ),
+    (
+        "hydraflow-steps",
+        "submit: python h.py\nsteps:\n  - batch: \"msg='a\\nb'\"",
+        ["jobs.j.sets[0].each at sweepflow.yaml:5", "set submit_format: json"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "messages"), [r[1:] for r in REFUSED_LINES], ids=[r[0] for r in REFUSED_LINES]
+)
+def test_args_lines_refuse_a_line_break(here: Path, body: str, messages: list[str]) -> None:
+    job = one_job(here, body, "j")
+    with pytest.raises(JobError) as caught:
+        list(invocations(compile_job(job)))
+    assert "\n" not in str(caught.value), "one line"
+    for message in messages:
+        assert message in str(caught.value)
+
+
+def test_args_lines_refuse_a_line_break_in_an_override(here: Path) -> None:
+    job = one_job(here, "submit: python h.py\nsubmit_format: args\nsets:\n  - each: a=1", "j")
+    with pytest.raises(JobError, match=r"line break in the command-line override 'a=\"x\\ny\"'"):
+        list(invocations(compile_job(job, ['a="x\ny"'])))
+
+
+def test_submit_format_belongs_to_submit_jobs(here: Path) -> None:
+    job = one_job(here, "run: python x.py\nsubmit_format: args", "j")
+    with pytest.raises(JobError, match=r"submit_format: but is a run: job.*jobs\.j\.submit_format"):
+        compile_job(job)
+    with pytest.raises(JobFileError, match=r"jobs\.j\.submit_format at sweepflow\.yaml:4"):
+        one_job(here, "submit: python x.py\nsubmit_format: lines", "j")
+
+
+SUBMIT_WITH_BREAK = """
+jobs:
+  sub:
+    submit: python submit.py prog.py
+    sets:
+      - each: "msg='a\\nb',plain"
+"""
+
+
+def _sweepflow(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m sweepflow ARGS`` in a fresh process, in ``project``."""
+    return subprocess.run(
+        [sys.executable, "-m", "sweepflow", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "SWEEPFLOW_HOME": ""},
+        check=False,
+    )
+
+
+def test_dry_run_shows_one_line_per_trial(tmp_path: Path) -> None:
+    write(tmp_path, SUBMIT_WITH_BREAK)
+    done = _sweepflow(tmp_path, "run", "sub", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    command, header, *lines, summary = done.stdout.splitlines()
+    assert summary == "2 trials in 2 batches"
+    assert "(2 lines" in header and len(lines) == 2, "as many lines as the header says"
+    assert command.startswith("python submit.py prog.py ") and command.endswith(".jsonl")
+    assert header.endswith("(2 lines, one JSON object each):")
+    assert [json.loads(line)["args"] for line in lines] == [["msg='a\nb'"], ["msg=plain"]]
+
+
+@pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "run"])
+def test_args_line_break_refused_before_anything_starts(tmp_path: Path, dry: bool) -> None:
+    """A HydraFlow job file (args lines) with a value holding a newline: one error line."""
+    write(tmp_path, SUBMIT_WITH_BREAK, "hydraflow.yaml")
+    done = _sweepflow(tmp_path, "run", "sub", *(["--dry-run"] if dry else []))
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: Job 'sub' has a line break in msg=\"'a\\nb'\"")
+    assert "(jobs.sub.sets[0].each at hydraflow.yaml:5)" in line
+    assert "set submit_format: json" in line
+    assert not (tmp_path / ".sweepflow" / "runs").exists(), "no parameter file written"
+
+
+def test_example_handler_runs_each_trial_with_its_exact_value(
+    project: Path, prefect_api: str
+) -> None:
+    """examples/submit.py reads the JSON lines; each trial's program gets its value."""
+    shutil.copy(ROOT / "examples" / "submit.py", project / "submit.py")
+    (project / "prog.py").write_text(
+        "import json, sys\n"
+        "with open('seen.jsonl', 'a') as f:\n"
+        "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
+    write(project, SUBMIT_WITH_BREAK)
+    assert cli_main(["run", "sub"]) == 0
+    seen = [json.loads(line) for line in (project / "seen.jsonl").read_text().splitlines()]
+    assert seen == [["msg='a\nb'"], ["msg=plain"]]
+    (param_file,) = (project / ".sweepflow" / "runs" / "sub").glob("params-*.jsonl")
+    assert len(param_file.read_text().splitlines()) == 2
 
 
 # ---------------------------------------------------------------------------

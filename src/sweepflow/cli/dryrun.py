@@ -33,22 +33,27 @@ def summary(trials: int, batches: int) -> str:
     )
 
 
-def _text(unit: Invocation) -> str:
+_FORMATS = {"json": "one JSON object each", "args": "shell-quoted items"}
+
+
+def _text(unit: Invocation, fmt: str) -> str:
     if unit.kind == "call":
         return f"{unit.function}({list(unit.items)!r})"
     lines = [shlex.join(unit.argv)]
     if unit.kind == "submit":
+        # The file's lines as written (a line never holds a line break: see plan.commands).
         name = unit.param_file.name if unit.param_file else "parameter file"
-        lines.append(f"# {name} ({len(unit.lines)} line{'s' if len(unit.lines) != 1 else ''}):")
+        count = f"{len(unit.lines)} line{'s' if len(unit.lines) != 1 else ''}"
+        lines.append(f"# {name} ({count}, {_FORMATS[fmt]}):")
         lines.extend(unit.lines)
     return "\n".join(lines)
 
 
-def _record(job: str, unit: Invocation) -> dict[str, Any]:
+def _record(job: str, unit: Invocation, fmt: str) -> dict[str, Any]:
     record: dict[str, Any] = {"job": job, "kind": unit.kind}
     if unit.kind == "submit":
         record |= {"argv": list(unit.argv), "param_file": str(unit.param_file)}
-        record["lines"] = list(unit.lines)
+        record |= {"format": fmt, "lines": list(unit.lines)}
         return record
     record |= {"index": unit.index, "batch": unit.batch}
     if unit.params:
@@ -78,12 +83,13 @@ def print_dry_run(
         return
     batches, trials = plan.count()
     key = plan.job.key
+    fmt = plan.job.param_format
     write = out.write
     for unit in invocations(plan, extra, project_dir):
         if as_json:
-            write(json.dumps(_record(key, unit)) + "\n")
+            write(json.dumps(_record(key, unit, fmt)) + "\n")
         else:
-            write(_text(unit) + "\n")
+            write(_text(unit, fmt) + "\n")
     if as_json:
         write(json.dumps({"summary": {"job": key, "trials": trials, "batches": batches}}) + "\n")
     else:

@@ -17,6 +17,10 @@ Report lines, one JSON object each, append-only, a single writer per file::
     {"kind": "artifact", "path": "/abs/plot.png", "artifact_path": "plots"}
     {"kind": "pruned", "step": 3}
 
+An ``artifact_path`` is a folder inside the run's artifacts, normalised
+(:func:`artifact_folder`); one that is absolute or leaves them is refused in the
+trial, before anything is recorded.
+
 In a search with a pruner, a metric logged with a step is also reported to the study
 as an intermediate value, and :func:`should_prune` asks the study's pruner.
 """
@@ -28,9 +32,13 @@ import contextvars
 import json
 import numbers
 import os
+import posixpath
+import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from sweepflow.errors import SweepflowError
 
 # Type checkers read this as True; at run time it spares every trial importing `typing`.
 TYPE_CHECKING = False
@@ -42,8 +50,10 @@ if TYPE_CHECKING:
 __all__ = [
     "REPORT_ENV",
     "ArtifactEntry",
+    "ArtifactPathError",
     "MetricPoint",
     "Report",
+    "artifact_folder",
     "flatten",
     "in_process",
     "log_artifact",
@@ -74,6 +84,11 @@ _CHECKED: set[str] = set()
 
 # The reading side, re-exported here: loaded on first use (it imports pydantic).
 _READER = ("ArtifactEntry", "MetricPoint", "Report", "read_report")
+
+
+class ArtifactPathError(SweepflowError, ValueError):
+    """An ``artifact_path`` that would put files outside the run's artifacts (absolute,
+    or leaving them with ``..``); nothing is logged."""
 
 
 def __getattr__(name: str) -> Any:
@@ -298,6 +313,42 @@ def log_params(params: Mapping[str, Any]) -> None:
         _by_hand().log_params(values)
 
 
+def artifact_folder(artifact_path: str | os.PathLike[str] | None) -> str | None:
+    """``artifact_path`` checked and normalised: a folder inside the run's artifacts,
+    or None for their top. Absolute paths and paths leaving them (``..``) are refused,
+    whichever separator they use.
+
+    >>> artifact_folder("plots/./epoch-1/")
+    'plots/epoch-1'
+    >>> artifact_folder("plots/../.") is None
+    True
+    >>> artifact_folder("plots/../../..")
+    Traceback (most recent call last):
+    ...
+    sweepflow.reporting.channel.ArtifactPathError: artifact path 'plots/../../..' leaves ...
+
+    Raises:
+        ArtifactPathError: An absolute path, or one whose normalised form starts with
+            ``..`` (the message says how to fix it).
+    """
+    if artifact_path is None:
+        return None
+    text = os.fspath(artifact_path)
+    if not isinstance(text, str):
+        raise TypeError(f"artifact_path must be a str or None, got {artifact_path!r}")
+    fix = (
+        "give a folder inside the run's artifacts, relative to them (e.g. 'plots' or "
+        "'plots/epoch-1'), or None for the top"
+    )
+    slashed = text.replace("\\", "/")  # a Windows store would read it so
+    if slashed.startswith("/") or re.match(r"[A-Za-z]:", slashed):
+        raise ArtifactPathError(f"artifact path {text!r} is absolute: {fix}")
+    normal = posixpath.normpath(slashed) if slashed else "."
+    if normal == ".." or normal.startswith("../"):
+        raise ArtifactPathError(f"artifact path {text!r} leaves the run's artifacts: {fix}")
+    return None if normal == "." else posixpath.normpath(text)
+
+
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     """Log a file or folder as an artifact of the run.
 
@@ -306,21 +357,25 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
     Args:
         path: The file or folder.
-        artifact_path: A folder inside the run's artifacts, or None for the top.
+        artifact_path: A folder inside the run's artifacts (relative, normalised by
+            :func:`artifact_folder`), or None for the top.
 
     Raises:
+        ArtifactPathError: ``artifact_path`` is absolute or leaves the run's artifacts
+            (``..``); nothing is logged.
         FileNotFoundError: ``path`` does not exist.
     """
+    folder = artifact_folder(artifact_path)
     source = Path(path).expanduser().resolve()
     if not source.exists():
         raise FileNotFoundError(f"cannot log artifact {str(path)!r}: no such file or folder")
     report = report_path()
     if report:
-        record = {"kind": "artifact", "path": str(source), "artifact_path": artifact_path}
+        record = {"kind": "artifact", "path": str(source), "artifact_path": folder}
         _append(report, record)
         return
     mlflow = _by_hand()
     if source.is_dir():
-        mlflow.log_artifacts(str(source), artifact_path)
+        mlflow.log_artifacts(str(source), folder)
     else:
-        mlflow.log_artifact(str(source), artifact_path)
+        mlflow.log_artifact(str(source), folder)

@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
 )
 
+from sweepflow.cache.fingerprint import watch_glob
 from sweepflow.errors import JobError, JobFileError
 from sweepflow.spec.interpreter import call_target, python_command
 from sweepflow.spec.sections import (
@@ -47,6 +48,7 @@ __all__ = [
 DEFAULT_FILES = ("sweepflow.yaml", "hydraflow.yaml")
 _JOB_ALIASES = {"steps": "sets", "with": "add"}
 _SET_ALIASES = {"batch": "each", "args": "all", "with": "add"}
+_HYDRAFLOW = "steps"  # a job written with HydraFlow's name for its sets
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 _JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
@@ -59,6 +61,12 @@ class Job(SpecModel):
     run: str | None = Field(None, description="Command run per trial (no shell).")
     call: str | None = Field(None, description="Python function 'module:function'.")
     submit: str | None = Field(None, description="Handler given one parameter file.")
+    submit_format: Literal["json", "args"] | None = Field(
+        None,
+        description="submit: jobs: a line of the parameter file is one JSON object "
+        "(json) or the trial's shell-quoted key=value items (args, HydraFlow's format; "
+        "the default in a hydraflow.yaml and for jobs written with steps:).",
+    )
     add: str = Field("", description="Arguments appended verbatim to every command.")
     sets: tuple[SweepSet, ...] = Field((), description="Parameter sets.")
     seeds: int | str | None = Field(None, description="Replicates for every set.")
@@ -87,6 +95,7 @@ class Job(SpecModel):
 
     _key: str = PrivateAttr("")
     _source: Source | None = PrivateAttr(None)
+    _hydraflow: bool = PrivateAttr(False)  # written in HydraFlow's words (see param_format)
 
     _add = field_validator("add", mode="before")(joined_words)
     _seeds = field_validator("seeds", mode="before")(seeds_spec)
@@ -156,7 +165,24 @@ class Job(SpecModel):
                 call_target(value)
             except ValueError as exc:
                 raise self.error(f"has call: {exc}", kind) from None
+        if self.submit_format is not None and kind != "submit":
+            raise self.error(
+                f"has submit_format: but is a {kind}: job; it applies to submit: jobs: remove it",
+                "submit_format",
+            )
         return kind  # type: ignore[return-value]
+
+    @property
+    def param_format(self) -> Literal["json", "args"]:
+        """The lines of a ``submit:`` job's parameter file: ``submit_format`` if set,
+        else ``args`` for a HydraFlow job (in a ``hydraflow.yaml``, or written with
+        ``steps:``), whose handlers split each line like a shell, else ``json``."""
+        if self.submit_format is not None:
+            return self.submit_format
+        hydraflow = self._hydraflow or (
+            self._source is not None and self._source.path.name == "hydraflow.yaml"
+        )
+        return "args" if hydraflow else "json"
 
     @property
     def command(self) -> str:
@@ -263,12 +289,32 @@ def load_jobs(path: str | Path | None = None) -> JobFile:
         jobfile = JobFile.model_validate(data)
     except ValidationError as exc:
         problems.extend(_describe(source, error) for error in exc.errors())
+    else:
+        problems.extend(_watch_problems(source, jobfile))
     if problems:
         raise JobFileError(sorted(problems, key=_line_of))
     jobfile._source = source
+    hydraflow = {p[1] for p in source.lines if len(p) > 2 and p[0] == "jobs" and p[2] == _HYDRAFLOW}
     for key, job in jobfile.jobs.items():
-        job._key, job._source = key, source
+        job._key, job._source, job._hydraflow = key, source, key in hydraflow
     return jobfile
+
+
+def _watch_problems(source: Source, jobfile: JobFile) -> list[str]:
+    """Each ``watch`` glob that cannot be used: outside the project folder (the job
+    file's), or one a glob cannot take."""
+    project = source.path.absolute().parent
+    problems = []
+    for key, job in jobfile.jobs.items():
+        for index, pattern in enumerate(job.watch):
+            try:
+                watch_glob(pattern, project)
+            except JobError as exc:
+                path = ("jobs", key, "watch", index)
+                problems.append(
+                    f"Invalid value for {format_path(path)} at {source.where(path)}: {exc}"
+                )
+    return problems
 
 
 def _line_of(problem: str) -> int:
