@@ -5,7 +5,8 @@ a project folder whose path holds a space, from a ``python -m sweepflow up`` chi
 process that exits, so the tests also see that the servers outlive it. The tests
 after that run in file order: status, idempotent ``up``, restart of a missing
 worker, then ``down``. A few tests use a fresh project of their own and start nothing
-(busy port, reused pid) or fail on purpose (a store MLflow cannot open).
+(busy port, a pid file naming a process sweepflow did not start) or fail on purpose (a
+store MLflow cannot open). PostgreSQL: ``tests/test_postgres.py``.
 """
 
 from __future__ import annotations
@@ -178,10 +179,22 @@ def test_servers_json_records_ports_urls_pids(started: Started) -> None:
         started.mlflow_url,
     )
     assert data["worker"]["pool"] == "sweepflow"
+    assert data["database"] is None  # SQLite files
     for name in ("prefect", "worker", "mlflow"):
         pid_file = started.folder / ".sweepflow" / "servers" / f"{name}.pid"
-        assert int(pid_file.read_text()) == data[name]["pid"]
-        assert psutil.Process(data[name]["pid"]).cmdline() == data[name]["argv"]
+        pid, created, marker = pid_file.read_text().splitlines()
+        assert (int(pid), float(created), marker) == (
+            data[name]["pid"],
+            data[name]["started"],
+            data[name]["marker"],
+        )
+        process = psutil.Process(data[name]["pid"])
+        assert process.cmdline() == data[name]["argv"]
+        assert process.environ()["SWEEPFLOW_SERVICE"] == marker
+        assert marker.startswith(f"{started.folder / '.sweepflow' / 'servers'}:{name}:")
+    # It may hold a database password: the user's alone.
+    record_file = started.folder / ".sweepflow" / "servers" / "servers.json"
+    assert record_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_work_pool_and_worker_registered(started: Started) -> None:
@@ -214,13 +227,20 @@ def test_status_shows_running(started: Started, cli) -> None:
     assert code == 0
     rows = table_rows(out)
     pids = {name: record(started.folder)[name]["pid"] for name in ("prefect", "worker", "mlflow")}
+    state = started.folder / ".sweepflow"
     assert rows["Prefect server"] == [
         "running",
         str(pids["prefect"]),
         "http://127.0.0.1:" + str(started.prefect_port),
+        f"sqlite+aiosqlite:///{state / 'servers' / 'prefect.db'}",
     ]
     assert rows["Prefect worker"][:2] == ["running", str(pids["worker"])]
-    assert rows["MLflow UI"] == ["running", str(pids["mlflow"]), started.mlflow_url]
+    assert rows["MLflow UI"] == [
+        "running",
+        str(pids["mlflow"]),
+        started.mlflow_url,
+        f"sqlite:///{state / 'mlflow.db'}",
+    ]
 
 
 def test_second_up_is_idempotent(started: Started, cli) -> None:
@@ -331,6 +351,57 @@ def test_port_from_environment_must_be_a_number(
     assert err.splitlines() == [
         "error: SWEEPFLOW_MLFLOW_PORT='50o0' is not a port number (1-65535)"
     ]
+
+
+FOREIGN = [
+    # id, what the pid file holds ({pid}, {start}: the foreign process's), a servers.json
+    ("bare pid, no servers.json", "{pid}\n", False),
+    ("pid and start time, a marker it lacks", "{pid}\n{start}\n{marker}\n", False),
+    ("pid, start time and marker also in servers.json", "{pid}\n{start}\n{marker}\n", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "recorded"), [r[1:] for r in FOREIGN], ids=[r[0] for r in FOREIGN]
+)
+def test_down_never_signals_a_process_it_did_not_start(
+    fresh: Path, cli, text: str, recorded: bool
+) -> None:
+    """A foreign process whose command line looks like a Prefect server (what the old
+    command-line check matched) survives `down`; its pid file is dropped."""
+    folder = fresh / ".sweepflow" / "servers"
+    folder.mkdir(parents=True)
+    sleeper = "import time; time.sleep(60)"
+    other = subprocess.Popen(
+        [sys.executable, "-c", sleeper, "-m", "prefect", "server", "start"],
+        start_new_session=True,
+    )
+    try:
+        marker = f"{folder}:prefect:0123456789abcdef"
+        start = psutil.Process(other.pid).create_time()
+        (folder / "prefect.pid").write_text(text.format(pid=other.pid, start=start, marker=marker))
+        if recorded:
+            entry = {"pid": other.pid, "argv": psutil.Process(other.pid).cmdline()}
+            entry |= {"started": start, "marker": marker, "port": 1, "api_url": "http://x"}
+            (folder / "servers.json").write_text(json.dumps({"prefect": entry}))
+        assert servers.status(fresh)["prefect"]["state"] == "stopped"
+        code, out, _ = cli("down")
+        assert (code, out) == (0, "No server of this project was running.\n")
+        assert other.poll() is None, "sweepflow down signalled a process it did not start"
+        assert not (folder / "prefect.pid").exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_pid_file_of_an_ended_process_is_removed(fresh: Path) -> None:
+    folder = fresh / ".sweepflow" / "servers"
+    folder.mkdir(parents=True)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    (folder / "worker.pid").write_text(f"{ended.pid}\n1.0\n{folder}:worker:abc\n")
+    assert servers.status(fresh)["worker"]["state"] == "stopped"
+    assert not (folder / "worker.pid").exists()
 
 
 def test_down_leaves_a_reused_pid_alone(fresh: Path, cli) -> None:

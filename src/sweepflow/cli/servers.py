@@ -40,11 +40,22 @@ def up(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds each server may take to answer.")
     ] = 120.0,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            metavar="URL",
+            help="PostgreSQL server for Prefect and MLflow: postgresql://USER:PASSWORD@HOST:"
+            "PORT/NAME (databases NAME_prefect and NAME_mlflow, created if missing), or "
+            "'sqlite' (default: $SWEEPFLOW_DATABASE, else SQLite files in the state folder).",
+        ),
+    ] = None,
     file: FileOption = None,
 ) -> None:
     """Start this project's Prefect server, worker and MLflow UI on 127.0.0.1 (background)."""
     import shlex
 
+    from sweepflow.services.database import masked_url
     from sweepflow.services.servers import LABELS
     from sweepflow.services.servers import up as start
 
@@ -55,6 +66,7 @@ def up(
         worker=worker,
         mlflow=mlflow,
         timeout=timeout,
+        database=database,
     )
     for name, label in LABELS.items():
         if name not in result:
@@ -64,7 +76,9 @@ def up(
         typer.echo(f"{label}: {entry['state']} (pid {entry['pid']}) {where}")
         if name == "prefect":
             typer.echo(f"PREFECT_API_URL={entry['api_url']}")
-    typer.echo(f"MLflow store: {result['tracking_uri']}")
+    if result.get("database"):
+        typer.echo(f"Database: {masked_url(result['database'])} (Prefect and MLflow)")
+    typer.echo(f"MLflow store: {masked_url(result['tracking_uri'])}")
     typer.echo(f"For your shell: source {shlex.quote(result['env_file'])}")
 
 
@@ -90,12 +104,13 @@ def status(file: FileOption = None) -> None:
     from sweepflow.services.servers import status as read_status
 
     table = Table()
-    for column in ("service", "state", "pid", "URL"):
+    for column in ("service", "state", "pid", "URL", "database"):
         table.add_column(column)
     styles = {"running": "green", "stopped": "dim", "not answering": "red"}
     for name, row in read_status(project_dir(file)).items():
         pid = str(row["pid"]) if row["pid"] else "-"
-        table.add_row(LABELS[name], row["state"], pid, row["url"] or "", style=styles[row["state"]])
+        cells = (row["state"], pid, row["url"] or "", row["database"] or "")
+        table.add_row(LABELS[name], *cells, style=styles[row["state"]])
     Console(soft_wrap=False).print(table)
 
 

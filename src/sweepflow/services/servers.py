@@ -2,14 +2,18 @@
 
 ``sweepflow up`` starts them on 127.0.0.1, detached, each in its own session with its
 output in ``<state>/servers/<name>.log``; ``sweepflow down`` stops exactly those
-processes (by pid file, after checking the command line, so a reused pid is left
-alone); ``sweepflow status`` says which answer. Layout of ``<state>/servers``:
+processes (by pid file, and only a process it can prove it started: its start time
+and a marker in its environment, see :mod:`sweepflow.services.files`); ``sweepflow
+status`` says which answer. Layout of ``<state>/servers``:
 
-- ``<name>.pid`` and ``<name>.log`` for ``prefect``, ``worker`` and ``mlflow``;
-- ``servers.json``: ports, URLs, pids, command lines and start times;
+- ``<name>.pid`` (pid, start time, marker) and ``<name>.log`` for ``prefect``,
+  ``worker`` and ``mlflow``;
+- ``servers.json``: ports, URLs, pids, command lines, start times, markers, the
+  database and the MLflow store (mode 0600: it may hold a database password);
 - ``env``: ``export PREFECT_API_URL=...`` and ``export MLFLOW_TRACKING_URI=...``
   for a shell to ``source``;
-- ``prefect.db``: the Prefect server's own SQLite database;
+- ``prefect.db``: the Prefect server's own SQLite database, unless ``--database``
+  names PostgreSQL (see :mod:`sweepflow.services.database`);
 - ``lock``: held by ``up`` and ``down`` so that two of them never race.
 
 Prefect and MLflow are imported only inside the functions that need them; the
@@ -23,7 +27,6 @@ import contextlib
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,22 +34,28 @@ from pathlib import Path
 from typing import Any
 
 from sweepflow.errors import SweepflowError
+from sweepflow.services.database import (
+    Postgres,
+    chosen_database,
+    ensure_database,
+    masked_url,
+)
 from sweepflow.services.files import (
-    _CHILDREN,
     HOST,
     _answers,
     _last_line,
+    _launch,
     _Layout,
     _locked,
     _port_free,
+    _process,
     _read_record,
-    _reap,
+    _started_here,
     _terminate,
     _write_env,
     _write_json,
-    _write_text,
 )
-from sweepflow.tracking.uri import artifact_root, default_tracking_uri, prepare_store
+from sweepflow.tracking.uri import artifact_root, prepare_store, sqlite_tracking_uri
 
 __all__ = [
     "DEFAULT_MLFLOW_PORT",
@@ -71,12 +80,6 @@ LABELS = {"prefect": "Prefect server", "worker": "Prefect worker", "mlflow": "ML
 _PORT_OPTION = {"prefect": "--prefect-port", "mlflow": "--mlflow-port"}
 _PORT_ENV = {"prefect": "SWEEPFLOW_PREFECT_PORT", "mlflow": "SWEEPFLOW_MLFLOW_PORT"}
 _DEFAULT_PORT = {"prefect": DEFAULT_PREFECT_PORT, "mlflow": DEFAULT_MLFLOW_PORT}
-# What a command line must contain when servers.json (with the exact argv) is lost.
-_SIGNATURE = {
-    "prefect": ["-m", "prefect", "server", "start"],
-    "worker": ["-m", "prefect", "worker", "start", "--pool", POOL],
-    "mlflow": ["-m", "mlflow", "server"],
-}
 
 
 class PortInUseError(SweepflowError, OSError):
@@ -110,13 +113,15 @@ def up(
     worker: bool = True,
     mlflow: bool = True,
     timeout: float = 120.0,
+    database: str | None = None,
 ) -> dict[str, Any]:
     """Start what is missing of the project's servers; wait until each answers.
 
     Ports: the argument, else ``$SWEEPFLOW_PREFECT_PORT`` / ``$SWEEPFLOW_MLFLOW_PORT``,
-    else the port of the running server, else 4200 / 5000. Every port to open is
-    checked before anything starts. A server that does not come up stops everything
-    this call started.
+    else the port of the running server, else 4200 / 5000. Database: the argument, else
+    ``$SWEEPFLOW_DATABASE``, else that of the running servers, else SQLite files in the
+    state folder. Every port to open and the database are checked before anything
+    starts. A server that does not come up stops everything this call started.
 
     Args:
         project_dir: Folder of the job file (default: the working directory).
@@ -125,20 +130,28 @@ def up(
         worker: Start a process worker on the ``sweepflow`` work pool.
         mlflow: Start the MLflow UI on the project's tracking store.
         timeout: Seconds each server may take to answer.
+        database: ``postgresql://USER:PASSWORD@HOST:PORT/NAME`` (Prefect's server in
+            database ``NAME_prefect``, the MLflow store in ``NAME_mlflow``, both created
+            if missing), or ``sqlite``.
 
     Returns:
         The content of ``servers.json`` (``prefect``, ``worker``, ``mlflow`` entries
         with ``pid``, ``url`` …), each entry with a ``state``: ``started`` or
-        ``already running``; and ``env_file``.
+        ``already running``; ``env_file``, ``tracking_uri`` and ``database`` (None for
+        SQLite).
 
     Raises:
         PortInUseError: A port is taken by another program (nothing was started).
+        DatabaseURLError: ``database`` is not a PostgreSQL URL (nothing was started).
+        DatabaseUnreachableError: Its server does not answer, refuses the user, or the
+            databases cannot be created (nothing was started).
         ServerStartError: A server did not come up in time (the message names its log).
     """
     project = Path(project_dir or ".").resolve()
     layout = _Layout.of(project)
+    db, source = chosen_database(database)  # a bad URL stops here, before the lock
     with _locked(layout):
-        return _up(layout, project, prefect_port, mlflow_port, worker, mlflow, timeout)
+        return _up(layout, project, prefect_port, mlflow_port, worker, mlflow, timeout, db, source)
 
 
 def _up(
@@ -149,13 +162,15 @@ def _up(
     worker: bool,
     mlflow: bool,
     timeout: float,
+    db: Postgres | None,
+    source: str,
 ) -> dict[str, Any]:
     old = _read_record(layout)
     # A process without its entry in servers.json has no known port: not reused.
-    running = {
-        name: _process(layout, name, old[name]) if old.get(name) else None for name in SERVICES
-    }
+    running = {name: _process(layout, name) if old.get(name) else None for name in SERVICES}
+    running = {n: p if p and p.pid == old[n].get("pid") else None for n, p in running.items()}
     wanted = ["prefect", *(["worker"] if worker else []), *(["mlflow"] if mlflow else [])]
+    db = _database(db, source, old, running)
     ports = {"prefect": _port("prefect", prefect_port, old, running)}
     if mlflow:
         ports["mlflow"] = _port("mlflow", mlflow_port, old, running)
@@ -163,30 +178,35 @@ def _up(
         raise SweepflowError(
             f"--prefect-port and --mlflow-port are both {ports['prefect']}; choose two ports"
         )
-    uri = old["mlflow"]["tracking_uri"] if running["mlflow"] else default_tracking_uri(project)
+    uri = old["mlflow"]["tracking_uri"] if running["mlflow"] else _store(project, db, source)
     if mlflow and not running["mlflow"] and uri.split(":")[0] in ("http", "https", "databricks"):
         raise SweepflowError(
-            f"MLFLOW_TRACKING_URI={uri} is a server, not a store the MLflow UI can open; "
-            "unset it or pass --no-mlflow"
+            f"MLFLOW_TRACKING_URI={masked_url(uri)} is a server, not a store the MLflow UI can "
+            "open; unset it or pass --no-mlflow"
         )
+    for name in SERVICES:  # ours, but servers.json lost its entry: no known port
+        if not running[name] and (orphan := _process(layout, name)) is not None:
+            _terminate(orphan)
+            layout.pid(name).unlink(missing_ok=True)
     for name in ("prefect", "mlflow"):
         if name in wanted and running[name] is None and not _port_free(ports[name]):
             raise PortInUseError(
                 f"port {ports[name]} on {HOST} is in use by another program; choose another "
                 f"with {_PORT_OPTION[name]} or stop that program"
             )
-    for name in SERVICES:  # a stale pid file could name a reused pid later
-        if not running[name] and _process(layout, name, None) is None:
-            layout.pid(name).unlink(missing_ok=True)
+    if db is not None and not running["prefect"]:
+        ensure_database(db, db.prefect_database, source)
+    if db is not None and uri == db.mlflow_url and not running["mlflow"]:
+        ensure_database(db, db.mlflow_database, source)  # its schema: the MLflow server
 
     record: dict[str, Any] = {"project": str(project), "env_file": str(layout.env)}
-    record["tracking_uri"] = uri
+    record |= {"tracking_uri": uri, "database": db.url if db else None}
     record |= {name: old[name] for name in SERVICES if running[name]}
     started: list[str] = []
     try:
         api_url = f"http://{HOST}:{ports['prefect']}/api"
         if not running["prefect"]:
-            _start_prefect(layout, record, ports["prefect"], project)
+            _start_prefect(layout, record, ports["prefect"], project, db)
             started.append("prefect")
         if "mlflow" in wanted and not running["mlflow"]:
             _start_mlflow(layout, record, ports["mlflow"], uri, project)
@@ -207,7 +227,8 @@ def _up(
             _wait(layout, "mlflow", record, started, timeout, lambda: _answers(health))
     except BaseException:
         for name in reversed(started):
-            if proc := _process(layout, name, record.get(name)):
+            pid = record.get(name, {}).get("pid", -1)
+            if proc := _process(layout, name) or _started_here(pid):
                 _terminate(proc)
             layout.pid(name).unlink(missing_ok=True)
             record.pop(name, None)
@@ -225,9 +246,10 @@ def _up(
 def down(project_dir: str | Path | None = None, *, grace: float = 10.0) -> dict[str, str]:
     """Stop the servers ``up`` started for this project: worker first, then servers.
 
-    Only a pid whose command line still is the one started is signalled: SIGTERM to
-    its process group, SIGKILL after ``grace`` seconds. Pid files, ``servers.json``
-    and the ``env`` file are removed. Nothing running is fine.
+    Only a process that sweepflow can prove it started (the pid file's pid, start time
+    and marker, see :mod:`sweepflow.services.files`) is signalled: SIGTERM to its
+    process group, SIGKILL after ``grace`` seconds. Pid files, ``servers.json`` and the
+    ``env`` file are removed. Nothing running is fine.
 
     Args:
         project_dir: Folder of the job file (default: the working directory).
@@ -241,11 +263,10 @@ def down(project_dir: str | Path | None = None, *, grace: float = 10.0) -> dict[
         return {}
     outcome: dict[str, str] = {}
     with _locked(layout):
-        record = _read_record(layout)
         for name in reversed(SERVICES):
             if not layout.pid(name).exists():
                 continue
-            proc = _process(layout, name, record.get(name))
+            proc = _process(layout, name)
             if proc is not None:
                 _terminate(proc, grace)
             outcome[name] = "stopped" if proc is not None else "not running"
@@ -263,7 +284,9 @@ def status(project_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
 
     Returns:
         For ``prefect``, ``worker`` and ``mlflow``: ``state``, ``pid`` (None when
-        stopped) and ``url`` (None when unknown).
+        stopped), ``url`` (None when unknown) and ``database``: where the Prefect
+        server and the MLflow UI keep their data, password hidden (None for the
+        worker, or when unknown).
     """
     layout = _Layout.of(project_dir)
     record = _read_record(layout)
@@ -271,7 +294,7 @@ def status(project_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for name in SERVICES:
         entry = record.get(name) or {}
-        proc = _process(layout, name, entry or None)
+        proc = _process(layout, name)
         if name == "worker":
             url = f"pool {POOL} on {api_url}" if entry and api_url else None
             answers = bool(proc and api_url and _online(api_url, entry.get("name", "")))
@@ -281,7 +304,51 @@ def status(project_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
             answers = bool(proc and _answers(health))
         state = "stopped" if proc is None else ("running" if answers else "not answering")
         rows[name] = {"state": state, "pid": proc.pid if proc else None, "url": url}
+        store = entry.get("database") if name == "prefect" else entry.get("tracking_uri")
+        rows[name]["database"] = masked_url(store) if store else None
     return rows
+
+
+def _database(
+    db: Postgres | None, source: str, old: dict[str, Any], running: dict[str, Any]
+) -> Postgres | None:
+    """The database to use: the one asked for, else that of the running servers.
+
+    Raises:
+        SweepflowError: The servers run on another database (``down`` first).
+    """
+    if not (running["prefect"] or running["mlflow"]):
+        return db
+    current = old.get("database")
+    if source == "default":
+        return Postgres.parse(current, "servers.json") if current else None
+    if (db.url if db else None) != current:
+        now = masked_url(current) if current else "SQLite"
+        asked = db.display if db else "SQLite"
+        raise SweepflowError(
+            f"the servers of this project already run on {now}; run `sweepflow down` "
+            f"first to move them to {asked} (from {source})"
+        )
+    return db
+
+
+def _store(project: Path, db: Postgres | None, source: str) -> str:
+    """The MLflow store of new servers: ``$MLFLOW_TRACKING_URI``, else the database's
+    MLflow database, else SQLite in the state folder.
+
+    Raises:
+        SweepflowError: ``$MLFLOW_TRACKING_URI`` names another store than the database.
+    """
+    chosen = os.environ.get("MLFLOW_TRACKING_URI")
+    if db is None:
+        return chosen or sqlite_tracking_uri(project)
+    if chosen and chosen != db.mlflow_url:
+        raise SweepflowError(
+            f"MLFLOW_TRACKING_URI={masked_url(chosen)} is set, but {source} puts the MLflow "
+            f"store in {masked_url(db.mlflow_url)}; unset MLFLOW_TRACKING_URI (or drop the "
+            "database to keep that store)"
+        )
+    return db.mlflow_url
 
 
 # ---------------------------------------------------------------------------
@@ -289,33 +356,43 @@ def status(project_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------------------
 
 
-def _start_prefect(layout: _Layout, record: dict[str, Any], port: int, cwd: Path) -> None:
+def _start_prefect(
+    layout: _Layout, record: dict[str, Any], port: int, cwd: Path, db: Postgres | None
+) -> None:
     url = f"http://{HOST}:{port}"
     argv = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    database = db.prefect_url if db else f"sqlite+aiosqlite:///{layout.prefect_db}"
     env |= {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": f"{url}/api",
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{layout.prefect_db}",
+        # In the environment, not the command line (`ps` shows that to every user).
+        # Prefect 3 reads either name; both are set so that neither is stale.
+        "PREFECT_API_DATABASE_CONNECTION_URL": database,
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database,
     }
     record["prefect"] = _launch(layout, "prefect", argv, env, cwd)
-    record["prefect"] |= {"port": port, "url": url, "api_url": f"{url}/api"}
+    record["prefect"] |= {"port": port, "url": url, "api_url": f"{url}/api", "database": database}
     _write_json(layout.record, record)
 
 
 def _start_mlflow(layout: _Layout, record: dict[str, Any], port: int, uri: str, cwd: Path) -> None:
     # The UI reads artifacts of runs straight from their file: URIs; new experiments
     # made in the UI get the same root the by-hand and flow paths use.
-    prepare_store(uri)
     root = artifact_root(uri) or layout.folder.parent / "mlartifacts"
+    if uri.startswith("sqlite:"):
+        prepare_store(uri)
+    # A new PostgreSQL store gets MLflow's schema from the server as it starts (with
+    # the Default experiment's artifacts under `root`); its database exists already.
     root.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    argv = [sys.executable, "-m", "mlflow", "server"]
     argv += ["--host", HOST, "--port", str(port), "--workers", "1"]
     argv += ["--default-artifact-root", root.resolve().as_uri(), "--no-serve-artifacts"]
     url = f"http://{HOST}:{port}"
     # MLflow 3's server also starts a job runner and seven huey consumers (GenAI jobs):
     # eight idle processes that take ~50 % of a core between them on a 2-core machine.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    env["MLFLOW_BACKEND_STORE_URI"] = uri  # not on the command line: it may hold a password
     record["mlflow"] = _launch(layout, "mlflow", argv, env, cwd)
     record["mlflow"] |= {"port": port, "url": url, "tracking_uri": uri}
     _write_json(layout.record, record)
@@ -342,26 +419,6 @@ def _start_worker(
     return name
 
 
-def _launch(
-    layout: _Layout, name: str, argv: list[str], env: dict[str, str], cwd: Path
-) -> dict[str, Any]:
-    """Start ``argv`` detached (own session, output to its log); write its pid file."""
-    import psutil
-
-    log = layout.log(name)
-    if log.exists():
-        log.replace(log.with_suffix(".log.1"))  # keep the previous run's log
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-        )  # fmt: skip
-    _CHILDREN[proc.pid] = proc
-    _write_text(layout.pid(name), f"{proc.pid}\n")
-    started = psutil.Process(proc.pid).create_time()
-    return {"pid": proc.pid, "argv": argv, "log": str(log), "started": started}
-
-
 def _wait(
     layout: _Layout,
     name: str,
@@ -377,7 +434,7 @@ def _wait(
         for other in started:
             # Gone on four checks in a row (~1 s): one failed read of /proc under load
             # is not an exit.
-            gone = _process(layout, other, record.get(other)) is None
+            gone = _process(layout, other) is None
             missing[other] = missing.get(other, 0) + 1 if gone else 0
             if missing[other] >= 4:
                 raise ServerStartError(
@@ -442,25 +499,3 @@ def _online(api_url: str, worker_name: str) -> bool:
     except ValueError:
         return False
     return any(w.get("name") == worker_name and w.get("status") == "ONLINE" for w in workers)
-
-
-def _process(layout: _Layout, name: str, entry: dict[str, Any] | None) -> Any:
-    """The ``psutil.Process`` of ``name`` if its pid file names a live process that
-    is still the one started (same command line and start time), else None."""
-    import psutil
-
-    try:
-        pid = int(layout.pid(name).read_text().strip())
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            _reap(pid)
-            return None
-        cmdline, created = proc.cmdline(), proc.create_time()
-    except (OSError, ValueError, psutil.Error):
-        return None
-    if entry and entry.get("argv"):
-        same = cmdline == entry["argv"] and abs(created - entry.get("started", created)) < 1
-    else:
-        sig = _SIGNATURE[name]
-        same = any(cmdline[i : i + len(sig)] == sig for i in range(len(cmdline)))
-    return proc if same else None

@@ -76,8 +76,14 @@ class BulkStore:
             return None
         import sqlalchemy as sa
 
-        sqlite = uri.startswith("sqlite")
-        engine = sa.create_engine(uri, connect_args={"timeout": 30} if sqlite else {})
+        if uri.startswith("sqlite"):  # wait up to 30 s for another writer's lock
+            engine = sa.create_engine(uri, connect_args={"timeout": 30})
+        else:
+            # A database server: a bounded connect, and pooled connections checked
+            # before reuse (a long sweep outlives idle ones a server or firewall drops).
+            postgres = uri.startswith("postgresql")
+            connect = {"connect_timeout": 10} if postgres else {}
+            engine = sa.create_engine(uri, connect_args=connect, pool_pre_ping=True)
         try:
             with engine.connect() as connection:
                 revision = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
@@ -116,7 +122,10 @@ class BulkStore:
                     new_id = db.execute(sa.insert(exp).values(row)).inserted_primary_key[0]
                 except sa.exc.IntegrityError:  # another process made it meanwhile
                     db.rollback()
-                    found = db.execute(query).first()
+                    # This transaction is closed now (PostgreSQL aborts it at the error):
+                    # read the other process's row through another connection.
+                    with self.engine.connect() as other:
+                        found = other.execute(query).first()
                 else:
                     if location is None:
                         location = self._default_location(db, new_id)
@@ -313,25 +322,32 @@ class BulkStore:
         query = sa.update(runs).where(runs.c.run_uuid.in_(run_ids))
         db.execute(query.values(status=status, end_time=end_ms))
 
-    def running(self, experiment_id: str, key: str, value: str) -> list[Stale]:
-        """The RUNNING (or SCHEDULED) runs of an experiment with tag ``key`` = ``value``."""
+    def running(
+        self,
+        experiment_id: str,
+        key: str,
+        value: str,
+        statuses: tuple[str, ...] = ("RUNNING", "SCHEDULED"),
+    ) -> list[Stale]:
+        """The runs of an experiment with tag ``key`` = ``value`` in ``statuses``
+        (default: not ended)."""
         import sqlalchemy as sa
 
         runs, tags, params = self.t["runs"], self.t["tags"], self.t["params"]
         query = (
-            sa.select(runs.c.run_uuid)
+            sa.select(runs.c.run_uuid, runs.c.status)
             .join(tags, tags.c.run_uuid == runs.c.run_uuid)
             .where(
                 runs.c.experiment_id == int(experiment_id),
-                runs.c.status.in_(("RUNNING", "SCHEDULED")),
+                runs.c.status.in_(statuses),
                 runs.c.lifecycle_stage == "active",
                 tags.c.key == key,
                 tags.c.value == value,
             )
         )
         with self.engine.connect() as db:
-            ids = [row[0] for row in db.execute(query)]
-            found = {i: Stale(i, {}, {}) for i in ids}
+            found = {i: Stale(i, {}, {}, status) for i, status in db.execute(query)}
+            ids = list(found)
             for start in range(0, len(ids), 500):
                 part = ids[start : start + 500]
                 for table, attr in ((tags, "tags"), (params, "params")):
@@ -355,8 +371,11 @@ class BulkStore:
             for path, folder in run.artifacts:
                 client.log_artifact(run.run_id, str(path), folder)
             return
+        base = root.resolve()
         for path, folder in run.artifacts:
-            target = root / folder if folder else root
+            target = (root / folder).resolve() if folder else base
+            if not target.is_relative_to(base):
+                continue  # a report line written by hand that leaves the run's artifacts
             target.mkdir(parents=True, exist_ok=True)
             if path.is_dir():
                 shutil.copytree(path, target / path.name, dirs_exist_ok=True)

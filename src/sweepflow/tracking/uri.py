@@ -29,23 +29,44 @@ __all__ = [
     "local_path",
     "prepare_store",
     "schema_head",
+    "sqlite_tracking_uri",
 ]
 
 ARTIFACT_DIR_NAME = "mlartifacts"
 
 
 def default_tracking_uri(project_dir: str | Path | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else SQLite in the state folder.
+    """The MLflow store of a project, first found of:
+
+    1. ``$MLFLOW_TRACKING_URI``;
+    2. the store of the project's servers (``servers.json`` of ``sweepflow up``, until
+       ``sweepflow down``), so runs land where the MLflow UI looks;
+    3. the MLflow database of ``$SWEEPFLOW_DATABASE`` (``<name>_mlflow`` on that
+       PostgreSQL server, see :mod:`sweepflow.services.database`);
+    4. SQLite in the state folder: :func:`sqlite_tracking_uri`.
 
     Args:
         project_dir: Folder of the job file (anchors the state folder; default: cwd).
 
-    The state folder is :func:`sweepflow.settings.state_dir` (``$SWEEPFLOW_HOME`` or
-    ``./.sweepflow``), so the default is ``sqlite:///<absolute state>/mlflow.db``.
+    Raises:
+        DatabaseURLError: ``$SWEEPFLOW_DATABASE`` is not a PostgreSQL URL.
     """
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    from sweepflow.services.database import chosen_database
+    from sweepflow.services.files import recorded_tracking_uri
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or recorded_tracking_uri(project_dir)
     if uri:
         return uri
+    database, _ = chosen_database(None)
+    return database.mlflow_url if database else sqlite_tracking_uri(project_dir)
+
+
+def sqlite_tracking_uri(project_dir: str | Path | None = None) -> str:
+    """The default store: ``sqlite:///<absolute state folder>/mlflow.db``.
+
+    The state folder is :func:`sweepflow.settings.state_dir` (``$SWEEPFLOW_HOME`` or
+    ``<project>/.sweepflow``).
+    """
     return f"sqlite:///{(state_dir(project_dir) / 'mlflow.db').as_posix()}"
 
 
@@ -151,13 +172,22 @@ def schema_head() -> str | None:
         return None
 
 
-def prepare_store(tracking_uri: str) -> None:
-    """Create a SQLite store's folder and schema before anyone else uses it.
+def prepare_store(tracking_uri: str, artifacts: Path | None = None) -> None:
+    """Create a SQLite or PostgreSQL store and its schema before anyone else uses it.
 
     Call it once before fanning out (concurrent first use corrupts the schema). A new
-    database gets its ``Default`` experiment under ``<artifact_root>/0`` rather than
-    MLflow's ``./mlruns/0`` relative to the working directory. Other stores: no-op.
+    store gets its ``Default`` experiment under ``<artifact_root>/0`` rather than
+    MLflow's ``./mlruns/0`` relative to the working directory; for SQLite the root is
+    beside the file, for PostgreSQL ``artifacts`` (default: ``mlartifacts`` in the
+    state folder). A PostgreSQL database is created if missing. Other stores: no-op.
+
+    Raises:
+        DatabaseUnreachableError: A PostgreSQL server that does not answer, refuses
+            the user, or where the database cannot be created.
     """
+    if urlparse(tracking_uri).scheme.partition("+")[0] in ("postgresql", "postgres"):
+        _prepare_postgres(tracking_uri, artifacts or state_dir() / ARTIFACT_DIR_NAME)
+        return
     root = artifact_root(tracking_uri)
     if root is None:
         return
@@ -166,6 +196,51 @@ def prepare_store(tracking_uri: str) -> None:
         database.parent.mkdir(parents=True, exist_ok=True)
         _from_template(database, root)
     _write_ahead_log(database)
+
+
+_PREPARED: set[str] = set()
+
+
+def _prepare_postgres(uri: str, artifacts: Path) -> None:
+    """Create the database of ``uri`` if missing, then MLflow's schema if missing.
+
+    Done once per process and URI. The schema is made by MLflow itself (every
+    migration, a few seconds) under a PostgreSQL advisory lock, so that concurrent
+    first uses (many workers, a server starting) wait for one another.
+    """
+    if uri in _PREPARED or not urlparse(uri).path.strip("/"):
+        return  # done, or no database named (the server's default for the user)
+    import psycopg2
+
+    from sweepflow.services.database import Postgres, ensure_database
+
+    database = Postgres.parse(uri, "the MLflow tracking URI", base=False)
+    ensure_database(database, database.name, "the MLflow tracking URI")
+    dsn = database.url_of(database.name)
+    with contextlib.closing(psycopg2.connect(dsn, connect_timeout=5)) as connection:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+            if not cursor.fetchone()[0]:
+                cursor.execute("SELECT pg_advisory_lock(hashtext('sweepflow: mlflow schema'))")
+                try:
+                    cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+                    if not cursor.fetchone()[0]:
+                        _create_schema(uri, artifacts)
+                finally:
+                    cursor.execute(
+                        "SELECT pg_advisory_unlock(hashtext('sweepflow: mlflow schema'))"
+                    )
+    _PREPARED.add(uri)
+
+
+def _create_schema(uri: str, artifacts: Path) -> None:
+    """MLflow's schema in the empty database of ``uri``, its ``Default`` experiment's
+    artifacts under ``artifacts/0``."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    artifacts.mkdir(parents=True, exist_ok=True)
+    SqlAlchemyStore(uri, artifacts.resolve().as_uri()).engine.dispose()
 
 
 def _template() -> Path:
