@@ -123,9 +123,10 @@ def search(
         raise
     stack.close()
     record.drain()
-    best = best_summary(study, names)
     plotting.join()
-    publish_study(study, tracker, parent, the_job.key, state, best)
+    with found.source.lock():  # one driver of the study at a time tags the best run
+        best = best_summary(study, names)
+        publish_study(study, tracker, parent, the_job.key, state, best)
     counts = record.close("FINISHED" if best else "FAILED")
     summary = record.publish([record.outcomes[k] for k in sorted(record.outcomes)], counts)
     summary |= {"study": name, "storage": shown(location), "best": best}

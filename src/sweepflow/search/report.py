@@ -8,11 +8,14 @@ matplotlib visualisation, so they read like Optuna's own.
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweepflow.errors import SweepflowError
+from sweepflow.search.locations import file_stem
 
 if TYPE_CHECKING:
     import optuna
@@ -104,7 +107,10 @@ def plot_study(
                 continue
             path = folder / f"{kind}{'-' + metric if metric else ''}.png"
             figure.set_size_inches(max(figure.get_size_inches()[0], 8), 5)
-            figure.savefig(path, dpi=100, bbox_inches="tight")
+            # Another driver of the study may be drawing it too: readers see a whole file.
+            partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            figure.savefig(partial, dpi=100, bbox_inches="tight", format="png")
+            os.replace(partial, path)
             plt.close(figure)
             written.append(path)
     return written
@@ -122,18 +128,21 @@ def publish_study(
     history plot on the study's parent run, and attach both as a Prefect artifact."""
     if best is None:
         return
+    from mlflow.exceptions import MlflowException
+
     client = tracker.client
     for run in client.search_runs(
         [tracker.experiment_id], "tags.`sweepflow.best` = 'true'", max_results=100
     ):
-        client.delete_tag(run.info.run_id, "sweepflow.best")
+        with contextlib.suppress(MlflowException):  # another driver removed it first
+            client.delete_tag(run.info.run_id, "sweepflow.best")
     if best["mlflow_run_id"]:
         client.set_tag(best["mlflow_run_id"], "sweepflow.best", "true")
     client.set_tag(parent, "optuna.best_trial", str(best["number"]))
     for key, value in best["values"].items():
         client.log_metric(parent, f"best_{key}", value)
     client.log_dict(parent, best, "best.json")
-    folder = state / "studies" / f"{study.study_name}-plots"
+    folder = state / "studies" / f"{file_stem(study.study_name)}-plots"  # a name is no path
     image = ""
     names = tuple(best["values"])
     paths = plot_study(study, folder, names, kinds=PLOTS[:1])  # cheap enough for every run

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweepflow.errors import JobError
 from sweepflow.plan.space import SearchSpace, format_value
+from sweepflow.search.locations import file_stem, place_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -32,7 +33,9 @@ __all__ = [
     "counted",
     "distributions",
     "driver_id",
+    "holds_slot",
     "make_pruner",
+    "make_sampler",
     "open_storage",
     "open_study",
     "params_text",
@@ -56,15 +59,27 @@ def _optuna() -> Any:
     return optuna
 
 
-def study_location(settings: Optimize, job: str, state: Path, storage: str | None = None):
+def study_location(
+    settings: Optimize, job: str, state: Path, storage: str | None = None
+) -> tuple[str, str]:
     """(study name, storage) of a search: ``storage`` (``--storage``), else the job's
-    ``storage:``, else the journal file ``<state>/studies/<study>.journal``. A journal
-    path is made absolute, so trials on other processes or hosts reach the same file."""
+    ``storage:``, else the journal file ``<state>/studies/<study>.journal``. Paths are
+    placed (see :func:`~sweepflow.search.locations.place_storage`): absolute, relative
+    ones inside the state folder, so trials on other processes or hosts reach the
+    same file.
+
+    Raises:
+        JobError: The storage is not one Optuna opens, or leaves the state folder.
+    """
     name = settings.study or job
-    location = storage or settings.storage or str(state / "studies" / f"{name}.journal")
-    if "://" not in location:
-        location = str(Path(location).expanduser().resolve())
-    return name, location
+    text = storage or settings.storage
+    if text is None:
+        return name, str(state / "studies" / f"{file_stem(name)}.journal")
+    try:
+        return name, place_storage(text, state)
+    except ValueError as exc:
+        key = "--storage" if storage else "optimize.storage"
+        raise JobError(f"{key} {exc}") from None
 
 
 def open_storage(location: str) -> optuna.storages.BaseStorage:
@@ -100,8 +115,11 @@ def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     return out
 
 
-def _sampler(settings: Optimize, space: SearchSpace, seed: int | None) -> Any:
-    """The job's sampler (settings already checked by ``search_space``)."""
+def make_sampler(settings: Optimize, space: SearchSpace, asked: int) -> optuna.samplers.BaseSampler:
+    """The job's sampler (settings already checked by ``search_space``), its seed offset
+    by ``asked``, the trials already in the study: a resumed search, or a second driver
+    of the study, does not ask the same random start-up points again."""
+    seed = None if settings.seed is None else settings.seed + asked
     samplers = _optuna().samplers
     if settings.sampler == "tpe":
         return samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
@@ -165,10 +183,7 @@ def open_study(
             f"asks to {'/'.join(directions)} but study '{name}' in its storage is set to "
             f"{'/'.join(stored)}: name another study (optimize.study) or delete the old one"
         )
-    seed = settings.seed
-    if seed is not None:
-        seed += len(study.get_trials(deepcopy=False))
-    study.sampler = _sampler(settings, space, seed)
+    study.sampler = make_sampler(settings, space, len(study.get_trials(deepcopy=False)))
     return study
 
 
@@ -203,6 +218,16 @@ def counted(trial: FrozenTrial) -> bool:
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return trial.state == TrialState.FAIL and not trial.system_attrs.get(INTERRUPTED_ATTR)
+
+
+def holds_slot(trial: FrozenTrial) -> bool:
+    """Whether a trial holds one of the ``n_trials`` slots: counted, or RUNNING (asked
+    by this or another driver; one left by a dead driver holds its slot until a
+    driver's start settles it, see :func:`recover_stale`). WAITING trials (enqueued)
+    hold none: the next ask takes them."""
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.RUNNING or counted(trial)
 
 
 def params_text(trial: FrozenTrial | optuna.Trial, space: SearchSpace) -> dict[str, str]:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sweepflow.search.locations import storage_problem, study_name_problem
+
 __all__ = ["Optimize", "Schedule", "SpecModel", "SweepSet", "joined_words", "seeds_spec"]
 
 _CRON_FIELD = re.compile(r"[\d*/,\-A-Za-z?LW#]+")
@@ -91,6 +93,8 @@ class Optimize(SpecModel):
         space: The search space in sweep syntax: ``a:b`` ranges (int or float; a step
             makes them stepped), ``log(a:b)`` log-uniform, comma lists categorical,
             single values fixed.
+        storage: Where the study lives (see :mod:`sweepflow.search.locations`): a
+            relative path never leaves the state folder.
     """
 
     metric: str | tuple[str, ...] = Field(description="Metric(s) each trial reports.")
@@ -112,11 +116,30 @@ class Optimize(SpecModel):
         "none", description="Stop unpromising trials early (they report steps)."
     )
     storage: str | None = Field(
-        None, description="Optuna storage URL or journal file (default: the state folder)."
+        None,
+        description="Optuna storage: a journal file or a database URL (sqlite:///study.db, "
+        "postgresql://...); relative paths are inside the state folder (default: "
+        "studies/<study>.journal there).",
     )
     study: str | None = Field(None, description="Study name (default: the job's name).")
 
     _space = field_validator("space", mode="before")(joined_words)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str | None) -> str | None:
+        problem = None if value is None else storage_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("study")
+    @classmethod
+    def _study(cls, value: str | None) -> str | None:
+        problem = None if value is None else study_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("metric", "direction", mode="before")
     @classmethod
