@@ -20,6 +20,7 @@ from flows._runner import TaskRunner, not_pruned
 from flows._runtime import capacity, task_runner
 from sweepflow.cache.results import lookup
 from sweepflow.engine import Callbacks, Outcome, schedule
+from sweepflow.errors import IncompleteRun
 from sweepflow.execution.trial import TrialSpec, terminate_all
 from sweepflow.plan.expansion import compile_job
 from sweepflow.plan.space import search_space
@@ -132,7 +133,7 @@ def search(
     summary |= {"study": name, "storage": shown(location), "best": best}
     summary |= {"finished_before": found.before}
     if not best:
-        raise RuntimeError(f"no trial of the search '{job}' completed ({counts['failed']} failed)")
+        raise IncompleteRun(f"no trial of the search '{job}' completed ({counts['failed']} failed)")
     if report.stopped:
-        raise RuntimeError(f"the search '{job}' stopped at a failed trial (--fail-fast)")
+        raise IncompleteRun(f"the search '{job}' stopped at a failed trial (--fail-fast)")
     return summary

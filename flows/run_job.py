@@ -14,6 +14,7 @@ from flows._runner import TaskRunner
 from flows._runtime import capacity, end_with_worker, start_cluster, task_runner
 from sweepflow.cache.results import cached_results, lookup, running
 from sweepflow.engine import Callbacks, Feed, schedule
+from sweepflow.errors import IncompleteRun
 from sweepflow.execution.trial import terminate_all
 from sweepflow.faults import disk_full, is_disk_full, reserve
 from sweepflow.plan.expansion import MAX_TRIALS, check_size, compile_job
@@ -148,5 +149,7 @@ def _sweep(
     counts = record.close()
     summary = record.publish([record.outcomes[s.index] for s in specs], counts)
     if failed := counts["failed"] + counts["cancelled"]:
-        raise RuntimeError(f"{failed} of {len(specs)} trials of job '{the_job.key}' did not finish")
+        raise IncompleteRun(
+            f"{failed} of {len(specs)} trials of job '{the_job.key}' did not finish"
+        )
     return summary

@@ -490,7 +490,9 @@ def test_sigkill_then_resume(project: Path, tmp_path: Path) -> None:
     assert first.returncode == -signal.SIGKILL
     assert len(finished) < 8, "the sweep ended before it could be killed"
     # The kernel stops the trials of a killed driver (PR_SET_PDEATHSIG): none is left.
-    orphans = [json.loads(p.read_text())["pid"] for p in (project / ".sweepflow" / "runs").glob("*/*/pid")]
+    orphans = [
+        json.loads(p.read_text())["pid"] for p in (project / ".sweepflow" / "runs").glob("*/*/pid")
+    ]
     deadline = time.monotonic() + 30
     while any(_alive(pid) for pid in orphans) and time.monotonic() < deadline:
         time.sleep(0.1)

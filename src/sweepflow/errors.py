@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "DiskFull",
+    "IncompleteRun",
     "JobError",
     "JobFileError",
     "ProfileError",
@@ -82,6 +83,10 @@ class DiskFull(SweepflowError, OSError):
     The message says which one and what to do; the run stops starting trials and
     keeps what finished.
     """
+
+
+class IncompleteRun(SweepflowError, RuntimeError):
+    """A job's trials ended but not all of them finished (the summary says which)."""
 
 
 class TrialFailed(SweepflowError, RuntimeError):

@@ -6,4 +6,6 @@
 - ``console``: ``sweepflow run`` in a terminal, with a live bar and a summary table.
 - ``dryrun``: what dry runs and job listings print.
 - ``study``: ``sweepflow study JOB``.
+- ``preflight``: checks before a run starts (state folder, MLflow store).
+- ``verify``: ``sweepflow verify [JOB]``: results, trial folders and runs, repaired.
 """

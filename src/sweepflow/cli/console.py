@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,7 @@ from rich.table import Table
 from sweepflow.engine.progress import TrialOutcome, sink
 
 if TYPE_CHECKING:
+    from sweepflow.services.temporary import TemporaryAPI
     from sweepflow.spec.profiles import Profile
 
 __all__ = ["prefect_defaults", "run_in_terminal"]
@@ -90,6 +94,9 @@ class _Bar:
         self.counts[outcome.status] += 1
         self.progress.update(self.task, advance=1, counts=self._fields())
 
+    def note(self, text: str) -> None:
+        self.progress.console.print(text, style="yellow", markup=False, soft_wrap=True)
+
     def stop(self) -> None:
         self.progress.stop()
 
@@ -121,6 +128,23 @@ def _summary(console: Console, outcomes: list[TrialOutcome], limit: int = 50) ->
             )
             console.print(f"  logs: {Path(o.workdir) / 'stderr.log'}", markup=False, soft_wrap=True)
 
+    _notes(console, [o for o in outcomes if o.error and o.status != "failed"])
+
+
+def _notes(console: Console, outcomes: list[TrialOutcome]) -> None:
+    """Why trials re-ran, who else ran them, why they did not run: one line per reason
+    (the trials it applies to listed), not one per trial."""
+    groups: dict[tuple[str, str], list[TrialOutcome]] = {}
+    for o in outcomes:
+        groups.setdefault((o.status, o.error.strip()), []).append(o)
+    for (status, reason), group in groups.items():
+        if len(group) == 1:
+            who = f"trial {group[0].index} ({group[0].label})"
+        else:
+            numbers = ", ".join(str(o.index) for o in group[:8])
+            who = f"{len(group)} trials ({numbers}{', ...' if len(group) > 8 else ''})"
+        console.print(f"{who} {status}: {reason}", style="yellow", markup=False, soft_wrap=True)
+
 
 def _best(console: Console, result: dict[str, Any]) -> None:
     """The search's outcome: the best trial, and where the study lives."""
@@ -144,7 +168,7 @@ def _best(console: Console, result: dict[str, Any]) -> None:
     )
 
 
-def print_cached(plan: Any, extra: list[str], project: Path) -> bool:
+def print_cached(plan: Any, extra: list[str], project: Path, outputs_check: bool = True) -> bool:
     """If every trial of the sweep ``plan`` is cached, print its summary and return True
     (no flow run, no MLflow: nothing to do); else return False."""
     from sweepflow.cache.results import all_cached
@@ -154,7 +178,7 @@ def print_cached(plan: Any, extra: list[str], project: Path) -> bool:
 
     started = time.perf_counter()
     specs = build_specs(plan, project, extra)
-    results = all_cached(specs, state_dir(project), plan.job.key)
+    results = all_cached(specs, state_dir(project), plan.job.key, outputs_check)
     if results is None:
         return False
     console = Console(stderr=True)
@@ -185,16 +209,106 @@ def run_in_terminal(
     reused) with ``sweepflow up``'s machinery, without worker or MLflow UI.
     ``cluster``: a ``dask-local`` profile whose cluster starts now, while Prefect is
     imported and the flow run created (see ``sweepflow.services.cluster``).
+
+    The Prefect API is chosen before the flow, for the whole process (:func:`_prefect_api`);
+    without one configured, the run starts a temporary server of its own that dies with
+    it, and stops it only once Prefect has sent the run's last logs and events.
     """
     prefect_defaults(quiet=not debug)
-    if cluster is not None and parameters.get("job_file"):
-        _prestart(cluster, Path(parameters["job_file"]).parent)
+    project = Path(parameters["job_file"]).parent if parameters.get("job_file") else None
+    if cluster is not None and project is not None:
+        _prestart(cluster, project)
     try:
-        return _run_flow(debug=debug, needs_server=needs_server, **parameters)
+        with _prefect_api(project, needs_server) as (api, temporary):
+            return _run_flow(debug=debug, api=api, temporary=temporary, **parameters)
     finally:
         from sweepflow.services.cluster import close
 
         close()
+
+
+@contextlib.contextmanager
+def _prefect_api(
+    project: Path | None, needs_server: bool
+) -> Iterator[tuple[str | None, TemporaryAPI | None]]:
+    """The Prefect API of the run: ``$PREFECT_API_URL``, else Prefect's profile, else the
+    project's running ``sweepflow up`` server (started if ``needs_server``), else a
+    temporary server of this run's own. Yields ``(url, temporary server)``: the URL is
+    None for a temporary server, which must still be waited for (``wait``).
+
+    The URL goes into ``os.environ`` and Prefect's global settings, not a context
+    variable: threads that do not inherit the caller's context (a trial's output pump
+    logs through the task run's logger) and Prefect's exit handlers must all see it, or
+    each starts an ephemeral server of Prefect's own (which outlived the run, holding
+    the terminal's pipe). On the way out, Prefect's queued events and logs are sent,
+    then the temporary server is stopped and the environment restored.
+    """
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        from prefect.settings import PREFECT_API_URL
+
+        api = PREFECT_API_URL.value()  # a Prefect profile may name a server
+    chosen = None
+    server = None
+    if not api and project is not None:  # report to this project's `sweepflow up`
+        from sweepflow.services.servers import configured_api_url
+
+        api = chosen = configured_api_url(project)
+        if not api and needs_server:
+            from sweepflow.services.servers import up
+
+            Console(stderr=True).print(
+                "starting this project's Prefect server for the Dask workers"
+            )
+            api = chosen = up(project, worker=False, mlflow=False)["prefect"]["api_url"]
+    if not api:
+        from sweepflow.services.temporary import TemporaryAPI
+
+        server = TemporaryAPI.start()  # in the working directory, as Prefect would
+    before = os.environ.get("PREFECT_API_URL")
+    try:
+        if chosen:
+            _report_to(chosen)
+        yield api, server
+    finally:
+        try:
+            if server is None or server.process is not None:  # not one that failed to start
+                send_reports()  # while the API still answers
+        finally:
+            if server is not None:
+                server.stop()
+            if chosen or server is not None:
+                _report_to(before)
+
+
+def _report_to(api: str | None) -> None:
+    """Make ``api`` the Prefect API of every thread of this process (None: unset it)."""
+    if api is None:
+        os.environ.pop("PREFECT_API_URL", None)
+    else:
+        os.environ["PREFECT_API_URL"] = api
+    if "prefect.context" in sys.modules:
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
+
+
+def send_reports() -> None:
+    """Send the events and log records Prefect still queues (up to 5 s each).
+
+    Prefect's workers send them in batches every few seconds from a background thread,
+    and drain at interpreter exit only; sweepflow's quick exit (``entry``) skips that,
+    and a temporary server is stopped before. Without this a run's last logs (often all
+    of a short run's) were lost, with "--- Error logging to API ---".
+    """
+    if "prefect.events.worker" in sys.modules:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=5)
+    if "prefect.logging.handlers" in sys.modules:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)
 
 
 def _prestart(profile: Profile, project: Path) -> None:
@@ -213,11 +327,14 @@ def _prestart(profile: Profile, project: Path) -> None:
     start(kwargs, profile.adapt_kwargs())
 
 
-def _run_flow(*, debug: bool, needs_server: bool, **parameters: Any) -> int:
-    """:func:`run_in_terminal` once the cluster (if any) is starting."""
+def _run_flow(
+    *, debug: bool, api: str | None, temporary: TemporaryAPI | None, **parameters: Any
+) -> int:
+    """:func:`run_in_terminal` once the cluster (if any) and the temporary Prefect server
+    (if any) are starting."""
     from prefect.settings import (
-        PREFECT_API_URL,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
     )
 
@@ -226,26 +343,12 @@ def _run_flow(*, debug: bool, needs_server: bool, **parameters: Any) -> int:
     # A local run needs no server-side crash detection (sweepflow reaps its own stale
     # runs); Prefect's heartbeat thread would add ~1 s to every flow call.
     updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-    api = PREFECT_API_URL.value()
-    if not api and parameters.get("job_file"):  # report to this project's `sweepflow up`
-        from sweepflow.services.servers import configured_api_url
-
-        api = configured_api_url(Path(parameters["job_file"]).parent)
-        if not api and needs_server:
-            from sweepflow.services.servers import up
-
-            Console(stderr=True).print(
-                "starting this project's Prefect server for the Dask workers"
-            )
-            servers = up(Path(parameters["job_file"]).parent, worker=False, mlflow=False)
-            api = servers["prefect"]["api_url"]
-        if api:
-            updates[PREFECT_API_URL] = api
-
     if parameters.get("job_file"):  # open MLflow while Prefect starts the flow run
         from sweepflow.tracking.writer import default_tracking_uri, warm_up
 
         warm_up(default_tracking_uri(Path(parameters["job_file"]).parent))
+    if temporary is not None:  # it has started meanwhile; it lives only as long as the run
+        _report_to(temporary.wait(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())))
     console = Console(stderr=True)
     bar = _Bar(console)
     started = time.perf_counter()
@@ -272,11 +375,13 @@ def _run_flow(*, debug: bool, needs_server: bool, **parameters: Any) -> int:
     if interrupted:
         return 130
     if ok and state is not None:
+        from sweepflow.services.database import masked_url
+
         result = state.result()
         if result.get("best"):
             _best(console, result)
         console.print(
-            f"MLflow: experiment '{result['experiment']}' at {result['tracking_uri']}",
+            f"MLflow: experiment '{result['experiment']}' at {masked_url(result['tracking_uri'])}",
             markup=False,
             soft_wrap=True,
         )
@@ -289,6 +394,20 @@ def _run_flow(*, debug: bool, needs_server: bool, **parameters: Any) -> int:
                 f"Prefect: {run_url}{state.state_details.flow_run_id}", markup=False, soft_wrap=True
             )
         return 0
-    if state is not None and not bar.outcomes:
-        console.print(f"[red]error:[/] {state.message}")
+    if state is not None:
+        _why_failed(console, state.result(raise_on_failure=False), bool(bar.outcomes), debug)
     return 1
+
+
+def _why_failed(console: Console, raised: Any, summarised: bool, debug: bool) -> None:
+    """One line on why the flow failed, unless the summary said it (trials failed)."""
+    from sweepflow.errors import IncompleteRun, SweepflowError
+
+    if isinstance(raised, IncompleteRun) and summarised:
+        return
+    if isinstance(raised, SweepflowError):  # bad input, or a fault that stopped the run
+        text = f"error: {raised}"
+    else:
+        text = f"error: unexpected {type(raised).__name__}: {raised}"
+        text += "" if debug else " (rerun with --debug for the traceback)"
+    console.print(text, style="red", markup=False, soft_wrap=True)

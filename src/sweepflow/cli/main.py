@@ -99,6 +99,13 @@ def run(
         int,
         typer.Option("--max-trials", min=1, help="Refuse a sweep of more trials than this."),
     ] = MAX_TRIALS,
+    no_outputs_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-outputs-check",
+            help="Take a cached result even when its trial folder (outputs, logs) is gone.",
+        ),
+    ] = False,
     file: FileOption = None,
 ) -> int:
     """Run JOB: every trial of its sweep (or its Optuna search) as a cached Prefect task,
@@ -113,8 +120,14 @@ def run(
     extra = (ctx.obj or {}).get("extra", [])
     if plan.space is not None:
         from sweepflow.plan.space import search_space
+        from sweepflow.search.preflight import check_search
+        from sweepflow.settings import state_dir
 
-        search_space(plan)  # a bad space fails here too
+        space = search_space(plan)  # a bad space fails here too, and a bad --storage
+        full = check_search(plan.job, space, state_dir(project), storage, n_trials, not dry_run)
+        if full:  # the study already holds its trials: nothing to start
+            typer.echo(full, err=True)
+            return 0
     elif n_trials or storage:
         raise plan.job.error("is a sweep: --n-trials and --storage apply to optimize: jobs")
     if dry_run:
@@ -132,8 +145,11 @@ def run(
     if not refresh and plan.space is None and plan.job.cache and project is not None:
         from sweepflow.cli.console import print_cached
 
-        if print_cached(plan, list(extra), project):
+        if print_cached(plan, list(extra), project, outputs_check=not no_outputs_check):
             return 0  # every trial cached: nothing to start
+    from sweepflow.cli.preflight import check_before_run
+
+    check_before_run(project)  # a read-only state folder, a bad store: one line, now
     from sweepflow.cli.console import run_in_terminal
 
     return run_in_terminal(
@@ -152,6 +168,7 @@ def run(
         n_trials=n_trials,
         storage=storage,
         max_trials=max_trials,
+        outputs_check=not no_outputs_check,
     )
 
 
@@ -195,6 +212,18 @@ def study(
 
     jobfile = load_jobfile(file)
     show_study(jobfile, job, storage=storage, export=export, plot=plot, limit=limit)
+
+
+@app.command()
+def verify(
+    job: Annotated[str | None, typer.Argument(help="Job to check (default: all).")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Apply the repairs it prints.")] = False,
+    file: FileOption = None,
+) -> int:
+    """Check stored results, trial folders and MLflow runs; print what needs repair."""
+    from sweepflow.cli.verify import verify as check
+
+    return check(load_jobfile(file), job, repair)
 
 
 @app.command()

@@ -9,6 +9,7 @@ timeout kills the whole process group. The Prefect task is a thin wrapper around
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import inspect
 import os
@@ -223,11 +224,17 @@ def _supervise(spec: TrialSpec, argv: list[str], cwd: Path, log: LogFn | None) -
         pumps = []
         failed: list[OSError] = []
         if log:
+            # The caller's context (its Prefect run logger, settings) goes with the lines.
             pumps = [
                 threading.Thread(
-                    target=_pump, args=(proc.stdout, out, log, "", failed), daemon=True
+                    target=contextvars.copy_context().run,
+                    args=(_pump, proc.stdout, out, log, "", failed),
+                    daemon=True,
                 ),
-                threading.Thread(target=_pump, args=(proc.stderr, err, log, "[stderr] ", failed)),
+                threading.Thread(
+                    target=contextvars.copy_context().run,
+                    args=(_pump, proc.stderr, err, log, "[stderr] ", failed),
+                ),
             ]
             for pump in pumps:
                 pump.start()
