@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -214,28 +215,55 @@ class Record:
 
     def close(self, status: str | None = None) -> dict[str, int]:
         """Drain, and close the parent run with ``status`` (default: FAILED if a trial
-        failed or was cancelled, else FINISHED); return the counts. After a full disk,
-        the reserve is freed first: room for these last writes."""
-        if self.fault is not None:
-            if self.state is not None:
-                release(self.state)
-            status = "FAILED"
+        failed or was cancelled, else FINISHED); return the counts.
+
+        After a full disk the reserve is freed first, and the parent run is closed
+        before the queued trial runs are written (the smallest write first); if the disk
+        fills up again on the way, every run still gets its status alone."""
+        if self.fault is None:
+            try:
+                self._settle_stopped()
+                self.drain()
+            finally:
+                counts = self._close_parent(status)
+            return counts
+        if self.state is not None:
+            release(self.state)
+        self._settle_stopped()
+        counts = self._close_parent("FAILED")
         try:
-            self._settle_stopped()
             self.drain()
+        except Exception:  # the full disk is what to report, not its echo
+            self._end_statuses()
+        return counts
+
+    def _close_parent(self, status: str | None) -> dict[str, int]:
+        counts = count_outcomes(self.outcomes.values(), self.total)
+        if status is None:
+            status = "FAILED" if counts["failed"] + counts["cancelled"] else "FINISHED"
+        try:
+            self.tracker.finish_parent(self.parent, counts, status)
         except Exception:
             if self.fault is None:
-                raise  # else the full disk is what to report, not its echo
-        finally:
-            counts = count_outcomes(self.outcomes.values(), self.total)
-            if status is None:
-                status = "FAILED" if counts["failed"] + counts["cancelled"] else "FINISHED"
-            try:
-                self.tracker.finish_parent(self.parent, counts, status)
-            except Exception:
-                if self.fault is None:
-                    raise
+                raise
+            with contextlib.suppress(Exception):  # its status alone, a few bytes
+                self.tracker.store.set_status([self.parent], status, int(time.time() * 1000))
         return counts
+
+    def _end_statuses(self) -> None:
+        """The disk filled up again while the last runs were written (their logs are
+        copied too): end every run with its trial's status alone, a few bytes each, so
+        that none is left RUNNING and each done trial keeps its FINISHED run."""
+        statuses = {"done": "FINISHED", "cached": "FINISHED", "failed": "FAILED"}
+        ids: dict[str, list[str]] = {}
+        for index, run_id in self.writer.created().items():
+            outcome = self.outcomes.get(index)
+            status = statuses.get(outcome.status, "KILLED") if outcome else "KILLED"
+            ids.setdefault(status, []).append(run_id)
+        now = int(time.time() * 1000)
+        for status, run_ids in ids.items():
+            with contextlib.suppress(Exception):
+                self.tracker.store.set_status(run_ids, status, now)
 
     def publish(self, rows: list[TrialOutcome], counts: dict[str, int]) -> dict[str, Any]:
         """The trial table artifact; the summary the flow returns."""

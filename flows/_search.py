@@ -21,7 +21,7 @@ from flows._runtime import capacity, task_runner
 from sweepflow.cache.results import lookup
 from sweepflow.engine import Callbacks, Outcome, schedule
 from sweepflow.errors import IncompleteRun
-from sweepflow.execution.trial import TrialSpec, terminate_all
+from sweepflow.execution.trial import TrialSpec, accept, terminate_all
 from sweepflow.plan.expansion import compile_job
 from sweepflow.plan.space import search_space
 from sweepflow.plan.specs import spec_maker
@@ -116,6 +116,7 @@ def search(
         stack.enter_context(runner)
         units = TaskRunner(runner, single, str(state), resources)
         callbacks = Callbacks(started, finished, aborted, record.sink.running)
+        accept()  # a stop of an earlier run in this process is over
         report = schedule(found.source, units, window, callbacks, fail_fast)
     except BaseException:
         terminate_all()

@@ -15,7 +15,7 @@ from flows._runtime import capacity, end_with_worker, start_cluster, task_runner
 from sweepflow.cache.results import cached_results, lookup, running
 from sweepflow.engine import Callbacks, Feed, schedule
 from sweepflow.errors import IncompleteRun
-from sweepflow.execution.trial import terminate_all
+from sweepflow.execution.trial import accept, terminate_all
 from sweepflow.faults import disk_full, is_disk_full, reserve
 from sweepflow.plan.expansion import MAX_TRIALS, check_size, compile_job
 from sweepflow.plan.specs import build_specs
@@ -137,6 +137,7 @@ def _sweep(
     callbacks = Callbacks(record.start, record.finish, record.abort, record.sink.running)
     try:
         cluster_ready()
+        accept()  # a stop of an earlier run in this process is over
         schedule(feed, units, window, callbacks, fail_fast)
     except BaseException:
         terminate_all()

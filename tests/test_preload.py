@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from sweepflow.cli.main import main
-from sweepflow.execution.trial import TrialFailed, TrialSpec, execute, terminate_all
+from sweepflow.execution.trial import TrialFailed, TrialSpec, accept, execute, terminate_all
 from sweepflow.plan.expansion import compile_job
 from sweepflow.spec.jobs import load_jobs
 
@@ -239,6 +239,11 @@ def test_terminate_all_stops_forked_trials(project: Path) -> None:
     thread.join(10)
 
     assert "program exited with code -15" in str(errors[0])
+    with pytest.raises(TrialFailed, match="the run is stopping"):
+        execute(spec)  # nothing more starts in this process ...
+    accept()
+    _write(project, "prog.py", "pass\n")
+    assert execute(spec).returncode == 0  # ... until a new run accepts units again
 
 
 # -- the zygote's own failures --------------------------------------------------------------

@@ -546,7 +546,7 @@ def test_ctrl_c_stops_cleanly(project: Path, tmp_path: Path) -> None:
                 pids = list((project / ".sweepflow" / "runs" / "slow").glob("*/pid"))
                 time.sleep(0.2)
             time.sleep(1)
-            children = [int(path.read_text()) for path in pids]
+            children = [json.loads(path.read_text())["pid"] for path in pids]
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
         finally:

@@ -40,6 +40,7 @@ __all__ = [
     "TrialPruned",
     "TrialResult",
     "TrialSpec",
+    "accept",
     "execute",
     "stop_orphan",
     "terminate_all",
@@ -52,6 +53,7 @@ PLACEMENT = ("SLURM_JOB_ID", "SLURMD_NODENAME", "CUDA_VISIBLE_DEVICES")
 
 _RUNNING: set[subprocess.Popen | WarmProcess] = set()
 _RUNNING_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set by terminate_all: the units left of a chunk do not start
 _IMPORT_LOCK = threading.Lock()
 _LOADED: dict[str, tuple[int, int]] = {}  # module file -> (mtime_ns, size) when imported
 
@@ -128,8 +130,15 @@ class TrialResult(BaseModel):
         return self.ended - self.started
 
 
+def accept() -> None:
+    """Let :func:`execute` start units again (a new run in this process)."""
+    _STOPPING.clear()
+
+
 def terminate_all() -> int:
-    """Terminate every running child process group (Ctrl-C); return how many."""
+    """Terminate every running child process group (Ctrl-C, a full disk) and start no
+    more units in this process until :func:`accept`; return how many were running."""
+    _STOPPING.set()
     with _RUNNING_LOCK:
         procs = list(_RUNNING)
     for proc in procs:
@@ -353,6 +362,8 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
         TrialFailed: Non-zero exit (with the tail of stderr), timeout, or an exception
             raised by a ``call:`` function.
     """
+    if _STOPPING.is_set():
+        raise TrialFailed("cancelled: the run is stopping")
     workdir = Path(spec.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stop_orphan(workdir)

@@ -286,6 +286,7 @@ class RunWriter:
         # time room was made (a SQL batch is one transaction, undone as a whole).
         self.on_full: Callable[[], BaseException] | None = None
         self.full: BaseException | None = None  # what on_full answered
+        self._lean = False
         self._deferred: list[tuple[str, int, Any]] = []
         self._thread = threading.Thread(target=self._work, name="sweepflow-mlflow", daemon=True)
         self._thread.start()
@@ -318,6 +319,11 @@ class RunWriter:
             if index not in self._created:
                 raise self.full  # type: ignore[misc]
             return self._ids[index]
+
+    def created(self) -> dict[int, str]:
+        """The run ids of the trials whose runs exist, by trial index."""
+        with self._ready:
+            return {i: self._ids[i] for i in self._created}
 
     def finish(self, index: int, workdir: Path, **kwargs: Any) -> None:
         """Log trial ``index``'s results and close its run (``kwargs`` as
@@ -364,6 +370,7 @@ class RunWriter:
             if not stopping:
                 return
             batch, self._deferred = self._deferred, []
+            self._lean = True  # room is short: the logs stay in the trial folders
         try:
             self._write_batch(batch)
         except Exception as exc:
@@ -398,7 +405,10 @@ class RunWriter:
         for what, i, payload in batch:
             if what == "finish":
                 workdir, kwargs = payload
-                records.append(self.tracker.finished_record(self._ids[i], workdir, **kwargs))
+                record = self.tracker.finished_record(self._ids[i], workdir, **kwargs)
+                if self._lean:
+                    record.artifacts = []
+                records.append(record)
             elif what == "kill" and i in self._created:
                 records.append(Finished(self._ids[i], "KILLED", now, tags=dict(payload or {})))
         self.tracker.write(records)
