@@ -133,6 +133,16 @@ def _runs(project: Path) -> list[tuple[str, str, str]]:
         )
 
 
+def _stored(project: Path) -> set[str]:
+    """The ``a`` of the trials with a FINISHED run (their result stored before it)."""
+    with sqlite3.connect(project / ".sweepflow" / "mlflow.db") as db:
+        rows = db.execute(
+            "SELECT p.value FROM runs r JOIN params p ON p.run_uuid = r.run_uuid "
+            "WHERE r.status = 'FINISHED' AND p.key = 'a'"
+        )
+        return {value for (value,) in rows}
+
+
 def _results(project: Path) -> int:
     folder = project / ".sweepflow" / "results"
     return sum(1 for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else 0
@@ -195,11 +205,12 @@ def sigkill_resume(bench: Bench) -> dict[str, object]:
     _kill_when(first, three_done)
     at_kill = _executions(project)
     in_flight = sum("pid" in e for e in at_kill) - sum(bool(e.get("end")) for e in at_kill)
+    stored = _stored(project)  # trials the killed driver had finished (result and run)
     orphans = _orphans(project)
     second = bench.run(project, "slow", "-j", "2")
     row = _tally(project, expected_killed=in_flight)
-    ran = Counter(e["a"] for e in _executions(project) if e.get("end"))
-    row["ran twice"] = sum(n - 1 for n in ran.values() if n > 1)
+    ran = Counter(e["a"] for e in _executions(project) if "pid" in e)
+    row["ran twice"] = sum(ran[a] - 1 for a in stored)
     return (
         {"fault": "SIGKILL mid-sweep, then resume", "trials": 8, "orphans": orphans}
         | row

@@ -9,15 +9,13 @@ documented examples, never computed with the code under test.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_confinement import sweepflow_child
 
 import sweepflow
 from sweepflow import JobError, JobFileError, SweepSyntaxError, load_jobs
@@ -611,22 +609,9 @@ jobs:
 """
 
 
-def _sweepflow(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m sweepflow ARGS`` in a fresh process, in ``project``."""
-    return subprocess.run(
-        [sys.executable, "-m", "sweepflow", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "SWEEPFLOW_HOME": ""},
-        check=False,
-    )
-
-
 def test_dry_run_shows_one_line_per_trial(tmp_path: Path) -> None:
     write(tmp_path, SUBMIT_WITH_BREAK)
-    done = _sweepflow(tmp_path, "run", "sub", "--dry-run")
+    done = sweepflow_child(tmp_path, "run", "sub", "--dry-run")
     assert done.returncode == 0, done.stderr
     command, header, *lines, summary = done.stdout.splitlines()
     assert summary == "2 trials in 2 batches"
@@ -640,7 +625,7 @@ def test_dry_run_shows_one_line_per_trial(tmp_path: Path) -> None:
 def test_args_line_break_refused_before_anything_starts(tmp_path: Path, dry: bool) -> None:
     """A HydraFlow job file (args lines) with a value holding a newline: one error line."""
     write(tmp_path, SUBMIT_WITH_BREAK, "hydraflow.yaml")
-    done = _sweepflow(tmp_path, "run", "sub", *(["--dry-run"] if dry else []))
+    done = sweepflow_child(tmp_path, "run", "sub", *(["--dry-run"] if dry else []))
     assert done.returncode == 2 and done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert line.startswith("error: Job 'sub' has a line break in msg=\"'a\\nb'\"")
