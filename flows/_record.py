@@ -267,7 +267,9 @@ class Record:
 
     def publish(self, rows: list[TrialOutcome], counts: dict[str, int]) -> dict[str, Any]:
         """The trial table artifact; the summary the flow returns."""
-        trials_table(self.job.key, rows)
+        optimize = getattr(self.job, "optimize", None)
+        metrics = getattr(optimize, "metrics", None) or ()
+        trials_table(self.job.key, rows, metrics[0] if metrics else None)
         trials = [vars(o) for o in rows]
         return self.summary | {"counts": counts, "trials": trials, "parent_run": self.parent}
 

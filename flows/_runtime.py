@@ -25,6 +25,7 @@ __all__ = [
     "annotate",
     "capacity",
     "end_with_worker",
+    "metric_columns",
     "placement_tags",
     "save_profile",
     "start_cluster",
@@ -177,8 +178,23 @@ def end_with_worker() -> None:
     threading.Thread(target=watch, name="sweepflow-worker-watch", daemon=True).start()
 
 
-def trials_table(job: str, rows: list[TrialOutcome]) -> None:
-    """The trial table on the flow run (shown in the Prefect UI)."""
+def metric_columns(
+    rows: list[TrialOutcome], target: str | None = None, limit: int = 8
+) -> list[str]:
+    """The metric columns of a trial table: the target metric first (a search's
+    objective; else the first metric a trial reported), then the others by name."""
+    seen: list[str] = []
+    for o in rows:
+        seen.extend(name for name in o.metrics if name not in seen)
+    first = target if target in seen else (seen[0] if seen else None)
+    rest = sorted(name for name in seen if name != first)
+    return ([first] if first else []) + rest[: limit - 1]
+
+
+def trials_table(job: str, rows: list[TrialOutcome], target: str | None = None) -> None:
+    """The trial table on the flow run (shown in the Prefect UI), the target metric in
+    the first metric column."""
+    names = metric_columns(rows, target)
     table = [
         {
             "trial": o.index,
@@ -186,7 +202,7 @@ def trials_table(job: str, rows: list[TrialOutcome]) -> None:
             "status": o.status,
             "seconds": round(o.duration, 3) if o.duration is not None else None,
             "mlflow run": o.run_id,
-            **{f"metric.{k}": v for k, v in sorted(o.metrics.items())[:8]},
+            **{f"metric.{name}": o.metrics.get(name) for name in names},
         }
         for o in rows
     ]
