@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
-from sweepflow.analysis import RunCollection, RunLookupError, RunQueryError, runs, unflatten
+from sweepflow.analysis import (
+    RunCollection,
+    RunLookupError,
+    RunQueryError,
+    runs,
+    sweeps,
+    unflatten,
+)
 from sweepflow.errors import SweepflowError
 
 T0 = 1_700_000_000_000  # start times are explicit, one minute apart: a known order
@@ -108,7 +115,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def train(store: str, monkeypatch: pytest.MonkeyPatch) -> RunCollection:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    return runs("train")
+    return runs("train", status=None)
 
 
 def test_runs_of_a_job_oldest_first(train: RunCollection) -> None:
@@ -121,7 +128,7 @@ def test_runs_of_a_job_oldest_first(train: RunCollection) -> None:
 
 def test_runs_of_every_job(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    everything = runs(tracking_uri=store)
+    everything = runs(tracking_uri=store, status=None)
     assert len(everything) == 7 and [r.job for r in everything].count("eval") == 2
 
 
@@ -143,11 +150,12 @@ def test_run_fields(train: RunCollection) -> None:
     assert run.tags["prefect.task_run_id"] == "task-1" and run.parent_id
     assert run.artifact_dir is not None and (run.artifact_dir / "config.yaml").is_file()
     assert run.config == {"model": {"name": "cnn", "depth": 4}, "lr": 0.001}
-    assert run == runs("train")[1] and len({run, runs("train")[1]}) == 1
+    again = runs("train", status=None)[1]
+    assert run == again and len({run, again}) == 1
 
 
 def test_config_falls_back_to_nested_params(store: str) -> None:
-    failed = runs("train", tracking_uri=store).get(status="FAILED")
+    failed = runs("train", tracking_uri=store, status=None).get(status="FAILED")
     assert failed.config == {"model": "cnn", "lr": "0.1", "model.depth": "8"}
     assert runs("eval", tracking_uri=store)[0].config == {"split": "val", "ckpt": "a"}
 
@@ -251,3 +259,72 @@ def test_to_frame(train: RunCollection, store: str) -> None:
     assert train.to_frame(numeric_params=False)["lr"].tolist()[1] == "1e-3"
     empty = runs("eval", tracking_uri=store).filter(split="none").to_frame()
     assert len(empty) == 0 and "run_id" in empty.columns
+
+
+def test_default_is_the_latest_sweeps_finished_runs(store: str) -> None:
+    assert [run.trial[:2] for run in runs("train", tracking_uri=store)] == ["00", "01", "02", "03"]
+    assert len(runs(tracking_uri=store)) == 6  # both jobs' latest sweeps, FINISHED only
+    assert len(runs("train", status=["FAILED", "KILLED"], tracking_uri=store)) == 1
+
+
+def _sweep(client: Any, experiment: str, start: int, counts: dict[str, int]) -> str:
+    tags = {"sweepflow.role": "parent", "sweepflow.job": "retrain"}
+    parent = client.create_run(experiment, start_time=start, tags=tags).info.run_id
+    client.log_param(parent, "overrides", "")
+    for name, value in counts.items():
+        client.log_metric(parent, f"trials_{name}", value)
+    client.set_terminated(parent, end_time=start + 50_000)
+    return str(parent)
+
+
+def _trial(client: Any, experiment: str, parent: str, start: int, digest: str, ok: bool) -> str:
+    tags = {"sweepflow.role": "trial", "sweepflow.job": "retrain", "sweepflow.trial": digest}
+    tags["mlflow.parentRunId"] = parent
+    run_id = client.create_run(experiment, start_time=start, tags=tags).info.run_id
+    client.log_param(run_id, "x", digest)
+    client.set_terminated(run_id, status="FINISHED" if ok else "FAILED", end_time=start + 1)
+    return str(run_id)
+
+
+@pytest.fixture(scope="module")
+def resweeps(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str], list[str]]:
+    """A job swept three times: a fails; a re-runs, b is a cache hit; then all cached."""
+    from mlflow import MlflowClient
+
+    from sweepflow.tracking.uri import ensure_experiment, prepare_store
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('resweeps') / 'mlflow.db'}"
+    prepare_store(uri)
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(client, "retrain", uri)
+    first = _sweep(client, experiment, T0, {"done": 1, "cached": 0, "failed": 1})
+    trials = [_trial(client, experiment, first, T0 + 1000, "a", ok=False)]
+    trials.append(_trial(client, experiment, first, T0 + 2000, "b", ok=True))
+    second = _sweep(client, experiment, T0 + 60_000, {"done": 1, "cached": 1, "failed": 0})
+    trials.append(_trial(client, experiment, second, T0 + 61_000, "a", ok=True))
+    third = _sweep(client, experiment, T0 + 120_000, {"done": 0, "cached": 2, "failed": 0})
+    return uri, [first, second, third], trials
+
+
+def test_cache_hits_resolve_to_earlier_runs(resweeps: tuple[str, list[str], list[str]]) -> None:
+    uri, parents, trials = resweeps
+    assert [run.id for run in runs("retrain", tracking_uri=uri)] == [trials[1], trials[2]]
+    assert [r.id for r in runs("retrain", sweep=parents[1], tracking_uri=uri)] == trials[1:]
+    first = runs("retrain", sweep=parents[0], status=None, tracking_uri=uri)
+    assert [run.status for run in first] == ["FAILED", "FINISHED"]
+    assert len(runs("retrain", all_runs=True, tracking_uri=uri)) == 2
+    assert len(runs("retrain", all_runs=True, status=None, tracking_uri=uri)) == 3
+    with pytest.raises(RunLookupError, match=r"no sweep 'nope' of job 'retrain'.*sweepflow ls"):
+        runs("retrain", sweep="nope", tracking_uri=uri)
+
+
+def test_sweeps(resweeps: tuple[str, list[str], list[str]]) -> None:
+    uri, parents, _ = resweeps
+    found = sweeps("retrain", tracking_uri=uri)
+    assert [one.id for one in found] == parents
+    assert found[1].counts == {"done": 1, "cached": 1, "failed": 0}
+    assert [len(one.runs) for one in found] == [2, 2, 2]
+    with pytest.raises(
+        RunLookupError, match=r"no sweep of job 'retrian'.*'retrain'.*sweepflow run"
+    ):
+        sweeps("retrian", tracking_uri=uri)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sweepflow.errors import SweepflowError
@@ -18,6 +20,7 @@ from sweepflow.workloads.llc import (
     TargetConfig,
     load_sampler_config,
     load_target_config,
+    normal_crossing_finite_llc,
     normal_crossing_llc,
     quadratic_llc,
     reduced_rank_llc,
@@ -153,6 +156,75 @@ def test_reduced_rank_values(mhn: tuple[int, int, int], expected: float) -> None
 def test_quadratic_value_tends_to_half_the_dimension() -> None:
     assert quadratic_llc([1.0] * 6, nbeta=1e9, gamma=1.0) == pytest.approx(3.0)
     assert quadratic_llc([1.0], nbeta=1.0, gamma=1.0) == pytest.approx(0.25)
+
+
+# --- the exact finite-n value of the normal-crossing toys -------------------------------
+
+
+def _quadrature(power: int, nbeta: float, gamma: float, curvature: float, slope: float) -> float:
+    """``nβ E[L - L0]`` for one parameter at ``w* = 0``, by a trapezoidal sum over ``w``."""
+    w = np.linspace(-12.0, 12.0, 480_001) / math.sqrt(gamma)
+    u = w**power
+    loss = 0.5 * curvature * u**2 - slope * u
+    weight = np.exp(-nbeta * (loss - loss.min()) - 0.5 * gamma * w**2)
+    return nbeta * float((weight * loss).sum() / weight.sum())
+
+
+@pytest.mark.parametrize(
+    ("power", "nbeta", "gamma", "curvature", "slope"),
+    [
+        pytest.param(2, 144.76, 1.0, 1.0, 0.0, id="k2"),
+        pytest.param(2, 144.76, 1.0, 0.9963, 0.003, id="k2-data"),
+        pytest.param(3, 1085.7, 4.0, 1.02, -0.002, id="k3-data"),
+        pytest.param(4, 50.0, 0.5, 1.0, 0.01, id="k4"),
+    ],
+)
+def test_finite_toy_value_matches_quadrature(
+    power: int, nbeta: float, gamma: float, curvature: float, slope: float
+) -> None:
+    exact = normal_crossing_finite_llc([power], nbeta, gamma, curvature=curvature, slope=slope)
+    assert exact == pytest.approx(_quadrature(power, nbeta, gamma, curvature, slope), rel=1e-6)
+
+
+def test_finite_toy_value_of_one_linear_parameter_is_gaussian() -> None:
+    nbeta, gamma, a, b, c = 144.76, 1.0, 0.9963, 0.003, 0.002
+    # From N(mean, 1/precision): nβ (E[½ a w² - b w] - (½ a c² - b c)).
+    precision = nbeta * a + gamma
+    mean = (nbeta * b + gamma * c) / precision
+    expected = nbeta * (0.5 * a * (mean**2 + 1 / precision) - b * mean - 0.5 * a * c**2 + b * c)
+    got = normal_crossing_finite_llc([1], nbeta, gamma, curvature=a, slope=b, center=c)
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_finite_toy_value_tends_to_the_learning_coefficient() -> None:
+    # (Not [2, 3]: its next pole, 1/4, leaves a correction of order (nβ)^(-1/12).)
+    for powers in ([1], [2], [3], [1, 2]):
+        value = normal_crossing_finite_llc(powers, nbeta=1e12, gamma=1.0)
+        assert value == pytest.approx(normal_crossing_llc(powers), rel=0.01), powers
+
+
+@pytest.mark.parametrize("n", [1000, 10000])
+def test_repeated_powers_sit_far_below_the_limit_at_feasible_n(n: int) -> None:
+    # Multiplicity 3: the finite-n value is 40-50 % below 1/2 at these n, which is why
+    # the toy tests compare with normal_crossing_finite_llc, not normal_crossing_llc.
+    value = normal_crossing_finite_llc([1, 1, 1], nbeta=n / math.log(n), gamma=1.0)
+    assert 0.2 < value < 0.65 * normal_crossing_llc([1, 1, 1])
+
+
+@pytest.mark.parametrize(
+    ("powers", "changes", "match"),
+    [
+        ([0], {}, "powers must be positive integers"),
+        ([1], {"gamma": 0.0}, "gamma must be positive"),
+        ([1], {"nbeta": -1.0}, "nbeta must be positive"),
+        ([2], {"center": 0.1}, r"center \(w\*\) must be 0 for powers \[2\]"),
+    ],
+    ids=["power-0", "gamma-0", "nbeta-negative", "center-off-origin"],
+)
+def test_finite_toy_value_rejects_bad_input(powers: list[int], changes: dict, match: str) -> None:
+    arguments = {"nbeta": 100.0, "gamma": 1.0, **changes}
+    with pytest.raises(ValueError, match=match):
+        normal_crossing_finite_llc(powers, **arguments)
 
 
 _LIGHT_PROBE = r"""

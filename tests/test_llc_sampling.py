@@ -47,6 +47,42 @@ def mlp_result() -> LLCResult:
     return estimate_llc(_mlp(), SGLD)
 
 
+# --- build_target takes what estimate_llc takes -----------------------------------------
+
+
+def test_build_target_takes_a_mapping_like_estimate_llc() -> None:
+    config = _mlp()
+    from_mapping = build_target(config.model_dump(mode="json"))
+    from_model = build_target(config)
+    assert from_mapping.config == from_model.config
+    assert from_mapping.target_id == from_model.target_id
+    assert from_mapping.l0 == from_model.l0
+    for got, expected in zip(
+        jax.tree_util.tree_leaves((from_mapping.params, from_mapping.x, from_mapping.y)),
+        jax.tree_util.tree_leaves((from_model.params, from_model.x, from_model.y)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("target", "match"),
+    [
+        ({"model": {"kind": "mlp"}, "data": {"n": 1}}, "data.n"),
+        ({"model": {"kind": "mlp", "widths": [4]}, "trainig": {}}, "did you mean 'training'"),
+        ({"model": {"kind": "perceptron"}}, "perceptron"),
+        ("target.yaml", "must be a mapping"),
+    ],
+    ids=["n-too-small", "misspelt-key", "unknown-kind", "not-a-mapping"],
+)
+def test_build_target_rejects_a_bad_mapping_like_estimate_llc(target: object, match: str) -> None:
+    with pytest.raises(LLCError, match=match) as built:
+        build_target(target)  # type: ignore[arg-type]
+    with pytest.raises(LLCError) as estimated:
+        estimate_llc(target, SGLD)  # type: ignore[arg-type]
+    assert str(built.value) == str(estimated.value)
+
+
 # --- precision guard -------------------------------------------------------------------
 
 

@@ -6,6 +6,8 @@ Expected values are written out literally, derived from the specification
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from sweepflow.syntax import SweepSyntaxError, collect, expand, values
@@ -213,7 +215,10 @@ EXPAND_TABLE = [
             ["a=2", "b=3", "c=y"],
         ],
     ),
-    ("value-contains-equals", "a=b=c", [["a=b=c"]]),
+    ("quoted-value-contains-equals", "a='b=c'", [["a='b=c'"]]),
+    ("double-quoted-value-contains-equals", 'a="b=c"', [['a="b=c"']]),
+    ("escaped-equals-in-value", r"a=x\=y", [[r"a=x\=y"]]),
+    ("equals-in-interpolation", "a=${oc.env:X,a=b}", [["a=${oc.env:X,a=b}"]]),
     ("extra-whitespace", "  a=1   b=2  ", [["a=1", "b=2"]]),
     ("tab-separated", "a=1\tb=2", [["a=1", "b=2"]]),
     ("range", "n=1:3", [["n=1"], ["n=2"], ["n=3"]]),
@@ -359,7 +364,8 @@ COLLECT_TABLE = [
     ("lin", "p=lin(0:1:5)", ["p=0,0.25,0.5,0.75,1"]),
     ("si-literals", "n=1k,2k", ["n=1e3,2e3"]),
     ("float-range", "x=0:1:0.25", ["x=0,0.25,0.5,0.75,1"]),
-    ("value-contains-equals", "a=b=c", ["a=b=c"]),
+    ("quoted-value-contains-equals", "a='b=c'", ["a='b=c'"]),
+    ("plus-key-quoted-equals", "+a='b=c'", ["+a='b=c'"]),
     ("quoted-comma", "s='x,y'", ["s='x,y'"]),
     ("brackets", "a=[1,2],[3]", ["a=[1,2],[3]"]),
     ("single-value", "model=small", ["model=small"]),
@@ -460,6 +466,18 @@ ERROR_TABLE = [
     ("leading-empty-item", "values", ",a", ("empty", "value", "item"), None),
     ("pipe-in-collect", "collect", "a=1|2", ("|",), "|"),
     ("bad-range-in-collect", "collect", "a=1:x", (), "x"),
+    ("suffix-without-number", "values", ":k", ("number",), ":k"),
+    ("exponent-suffix-without-number", "values", ":e3", ("number",), ":e3"),
+    ("suffix-without-numbers", "values", "::k", ("number",), None),
+    ("colon-alone", "values", ":", ("number",), ":"),
+    ("suffix-without-number-expand", "expand", "f=:k", ("2:k",), ":k"),
+    ("suffix-without-number-in-group", "values", "(:k)", ("number",), ":k"),
+    ("second-equals", "expand", "a=b=c", ("quote", "a='b=c'"), "=c"),
+    ("second-equals-collect", "collect", "x=1 a=b=c", ("a='b=c'",), "=c"),
+    ("second-equals-plus-key", "expand", "+a=b=c", ("+a='b=c'",), "=c"),
+    ("second-equals-missing-space", "expand", "a=1,b=2", ("a=1 b=2",), "=2"),
+    ("second-equals-in-alternative", "expand", "a=1|b=2=3", ("b='2=3'",), "=3"),
+    ("second-equals-after-group", "collect", "a=(x,y)=z", ("quote",), "=z"),
 ]
 
 BARE_PYTHON_PHRASES = (
@@ -512,6 +530,16 @@ def test_errors(func: str, text: str, substrings: tuple[str, ...], offending: st
         )
 
 
+def test_error_shows_the_fix_for_a_bare_suffix() -> None:
+    with pytest.raises(SweepSyntaxError) as info:
+        values(":k")
+    assert info.value.reason == (
+        "the suffix 'k' needs a number before it: write e.g. 2:k or 1:3:k, or quote the"
+        " item (':k') to pass it as text"
+    )
+    assert str(info.value).endswith("\n  :k\n  ^")
+
+
 def test_start_after_stop_mentions_both() -> None:
     with pytest.raises(SweepSyntaxError) as info:
         values("5:3")
@@ -537,3 +565,53 @@ def test_error_shows_whole_args_with_caret_in_token(args: str) -> None:
     start = err.text.index("3tep")
     assert start <= err.column < start + len("3tep"), (err.text, err.column)
     _check_caret(err)
+
+
+# ---------------------------------------------------------------------------
+# A list of tokens (HydraFlow's other form): each string is one token.
+# ---------------------------------------------------------------------------
+
+LIST_TABLE = [
+    ("expand", ["a=1,2", "b=x"], [["a=1", "b=x"], ["a=2", "b=x"]]),
+    ("expand", ["name=my run", "n=1:2"], [["name=my run", "n=1"], ["name=my run", "n=2"]]),
+    ("expand", ["a=1,2|3,4"], [["a=1,2"], ["a=3,4"]]),
+    ("expand", [], [[]]),
+    ("collect", ["lr/m=1,2,5", "seed=0:2"], ["lr=1e-3,2e-3,5e-3", "seed=0,1,2"]),
+    ("collect", ("a=1:3", "b=x"), ["a=1,2,3", "b=x"]),
+    ("collect", ["s='x y',z"], ["s='x y',z"]),
+    ("collect", [], []),
+]
+
+
+@pytest.mark.parametrize(
+    ("func", "args", "expected"),
+    LIST_TABLE,
+    ids=[f"{row[0]}-{'-'.join(row[1]) or 'empty'}" for row in LIST_TABLE],
+)
+def test_list_of_tokens(func: str, args: list[str], expected: list[Any]) -> None:
+    assert FUNCS[func](args) == expected
+
+
+def test_list_of_tokens_same_as_the_string() -> None:
+    text = "model=(cnn,mlp)_(s,l) lr/m=1,5 seed=0:2"
+    assert expand(text.split()) == expand(text)
+    assert collect(text.split()) == collect(text)
+
+
+@pytest.mark.parametrize(
+    ("args", "offending"),
+    [(["a=1", "b=1:x"], "x"), (["a=1", "b"], "b"), (["a=1", ""], ""), (["a=b=c"], "=c")],
+    ids=["bad-range", "no-equals", "empty-token", "second-equals"],
+)
+def test_list_of_tokens_errors_point_into_the_joined_text(args: list[str], offending: str) -> None:
+    with pytest.raises(SweepSyntaxError) as info:
+        expand(args)
+    err = info.value
+    assert err.text == " ".join(args)
+    assert err.text[err.column :].startswith(offending), (err.text, err.column)
+    _check_caret(err)
+
+
+def test_list_of_non_strings_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="list of strings"):
+        collect(["a=1", 2])  # type: ignore[list-item]

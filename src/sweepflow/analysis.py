@@ -4,7 +4,11 @@
     frame = sweepflow.runs("train").to_frame()
 
 A trial run is an MLflow run tagged ``sweepflow.role=trial`` (one per trial, written
-by the flow). MLflow and pandas are imported only inside the functions that need them.
+by the flow), the child of its sweep's parent run (``sweepflow.role=parent``, one per
+``sweepflow run``). ``runs(job)`` gives the finished trials of the job's latest sweep;
+``all_runs=True`` those of every sweep, ``status=None`` any status; :func:`sweeps`
+gives the sweeps themselves. MLflow and pandas are imported only inside the functions
+that need them.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -19,7 +24,16 @@ from sweepflow.errors import SweepflowError
 from sweepflow.tracking.snapshot import Run, unflatten
 from sweepflow.tracking.uri import default_tracking_uri
 
-__all__ = ["Run", "RunCollection", "RunLookupError", "RunQueryError", "runs", "unflatten"]
+__all__ = [
+    "Run",
+    "RunCollection",
+    "RunLookupError",
+    "RunQueryError",
+    "Sweep",
+    "runs",
+    "sweeps",
+    "unflatten",
+]
 
 # Filter keys that select run attributes rather than params.
 _ATTRIBUTES = ("status", "job")
@@ -342,8 +356,102 @@ def _search(client: Any, experiment_ids: list[str], filter_string: str) -> list[
             return found
 
 
-def runs(job: str | None = None, *, tracking_uri: str | None = None) -> RunCollection:
-    """The trial runs of a job (of every job when None), oldest first.
+@dataclass(frozen=True)
+class Sweep:
+    """One ``sweepflow run`` (or search) of a job: its parent run and its trial runs.
+
+    Attributes:
+        parent: The parent run (tag ``sweepflow.role=parent``); its metrics hold the
+            trial counts ``trials_done``, ``trials_cached``, ``trials_failed``, ...
+            once it has finished.
+        runs: Its trial runs, oldest first, any status. A cache hit creates no run: for
+            those, the runs that made the results are taken from earlier sweeps of the
+            job asked the same way (the same overrides and extra arguments), the newest
+            FINISHED run of each trial first, as many as the sweep counted cache hits.
+    """
+
+    parent: Run
+    runs: RunCollection
+
+    @property
+    def id(self) -> str:
+        """The parent run's id."""
+        return self.parent.id
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The trial counts the sweep logged (``done``, ``cached``, ``failed``, ...),
+        empty while it runs."""
+        return {
+            name.removeprefix("trials_"): int(value)
+            for name, value in self.parent.metrics.items()
+            if name.startswith("trials_") and not math.isnan(value)
+        }
+
+
+def _experiments(client: Any) -> list[str]:
+    found: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        found.extend(experiment.experiment_id for experiment in page)
+        token = page.token
+        if not token:
+            return found
+
+
+def _of_role(client: Any, experiments: list[str], role: str, job: str | None) -> list[Any]:
+    """Runs tagged ``sweepflow.role=<role>`` (of ``job`` unless None), oldest first."""
+    where = f"tags.`sweepflow.role` = '{role}'"
+    if job is not None and "'" not in job:
+        return _search(client, experiments, f"{where} AND tags.`sweepflow.job` = '{job}'")
+    found = _search(client, experiments, where)
+    return [run for run in found if job is None or run.data.tags.get("sweepflow.job") == job]
+
+
+def _no_job(client: Any, experiments: list[str], job: str, uri: str, what: str) -> RunLookupError:
+    sample = client.search_runs(experiments, "tags.`sweepflow.role` = 'parent'", max_results=1000)
+    jobs = sorted({run.data.tags.get("sweepflow.job", "?") for run in sample})
+    close = difflib.get_close_matches(job, jobs, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return RunLookupError(
+        f"no {what} of job {job!r} in {uri}; {hint}jobs with runs: "
+        f"{', '.join(jobs) or '(none)'} (run `sweepflow run {job}` first)"
+    )
+
+
+def _members(parents: list[Run], trials: list[Run]) -> dict[str, list[Run]]:
+    """The trial runs of each sweep (parent id to runs, oldest first), cache hits
+    resolved to the earlier runs that made them (see :class:`Sweep`)."""
+    children: dict[str, list[Run]] = {parent.id: [] for parent in parents}
+    for run in trials:
+        children.setdefault(run.parent_id or "", []).append(run)
+    order = {run.id: position for position, run in enumerate(trials)}
+    members: dict[str, list[Run]] = {}
+    for index, parent in enumerate(parents):
+        own = children[parent.id]
+        cached = _number(parent.metrics.get("trials_cached")) or 0
+        done = (_number(parent.metrics.get("trials_done")) or 0) + cached
+        seen = {run.trial for run in own if run.status == "FINISHED"}
+        missing = int(done) - len(seen)
+        picked: list[Run] = []
+        asked = (parent.params.get("overrides"), parent.params.get("extra"))
+        for earlier in reversed(parents[:index]):
+            if missing <= 0:
+                break
+            if (earlier.params.get("overrides"), earlier.params.get("extra")) != asked:
+                continue
+            for run in reversed(children[earlier.id]):
+                if missing > 0 and run.status == "FINISHED" and run.trial not in seen:
+                    seen.add(run.trial)
+                    picked.append(run)
+                    missing -= 1
+        members[parent.id] = sorted(own + picked, key=lambda run: order[run.id])
+    return members
+
+
+def sweeps(job: str | None = None, *, tracking_uri: str | None = None) -> list[Sweep]:
+    """The sweeps (and searches) of a job, of every job when None; oldest first.
 
     Args:
         job: The job's name (tag ``sweepflow.job``), or None for all jobs.
@@ -351,34 +459,86 @@ def runs(job: str | None = None, *, tracking_uri: str | None = None) -> RunColle
             folder's SQLite database.
 
     Raises:
-        RunLookupError: The store does not exist, or the job has no runs in it (the
+        RunLookupError: The store does not exist, or the job has no sweep in it (the
             message lists the jobs that do).
     """
     client, uri = _client(tracking_uri)
-    experiments: list[str] = []
-    token = None
-    while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
-        experiments.extend(experiment.experiment_id for experiment in page)
-        token = page.token
-        if not token:
-            break
-    role = "tags.`sweepflow.role` = 'trial'"
+    experiments = _experiments(client)
+    if not experiments:
+        return []
+    parents = [Run.from_mlflow(run, uri) for run in _of_role(client, experiments, "parent", job)]
+    if job is not None and not parents:
+        raise _no_job(client, experiments, job, uri, "sweep")
+    trials = [Run.from_mlflow(run, uri) for run in _of_role(client, experiments, "trial", job)]
+    return _sweeps(parents, trials)
+
+
+def _sweeps(parents: list[Run], trials: list[Run]) -> list[Sweep]:
+    by_job: dict[str | None, list[Run]] = {}
+    for parent in parents:
+        by_job.setdefault(parent.job, []).append(parent)
+    members: dict[str, list[Run]] = {}
+    for job_parents in by_job.values():
+        members.update(
+            _members(job_parents, [run for run in trials if run.job == job_parents[0].job])
+        )
+    return [Sweep(parent, RunCollection(members[parent.id])) for parent in parents]
+
+
+def runs(
+    job: str | None = None,
+    *,
+    all_runs: bool = False,
+    sweep: str | None = None,
+    status: str | Sequence[str] | None = "FINISHED",
+    tracking_uri: str | None = None,
+) -> RunCollection:
+    """The trial runs of a job's latest sweep (of every job's when None), oldest first.
+
+    The latest sweep is the job's newest parent run (one per ``sweepflow run``); its
+    trials include those it served from the cache (see :class:`Sweep`).
+
+    Args:
+        job: The job's name (tag ``sweepflow.job``), or None for all jobs.
+        all_runs: Every trial run of the job, of every sweep, instead.
+        sweep: The id of the parent run whose trials to give, instead of the latest.
+        status: Keep runs with this status (or any of these); None keeps every status
+            (``FAILED``, ``KILLED``, ``RUNNING``, ...).
+        tracking_uri: The MLflow store; default ``$MLFLOW_TRACKING_URI`` or the state
+            folder's SQLite database.
+
+    Raises:
+        RunLookupError: The store does not exist, the job has no runs in it (the
+            message lists the jobs that do), or ``sweep`` is not a sweep of the job.
+    """
+    client, uri = _client(tracking_uri)
+    experiments = _experiments(client)
     if not experiments:
         return RunCollection()
-    if job is not None and "'" not in job:
-        found = _search(client, experiments, f"{role} AND tags.`sweepflow.job` = '{job}'")
-    else:
-        found = _search(client, experiments, role)
-        if job is not None:
-            found = [run for run in found if run.data.tags.get("sweepflow.job") == job]
-    if job is not None and not found:
-        sample = client.search_runs(experiments, role, max_results=1000)
-        jobs = sorted({run.data.tags.get("sweepflow.job", "?") for run in sample})
-        close = difflib.get_close_matches(job, jobs, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise RunLookupError(
-            f"no trial runs of job {job!r} in {uri}; {hint}jobs with runs: "
-            f"{', '.join(jobs) or '(none)'}"
-        )
-    return RunCollection([Run.from_mlflow(run, uri) for run in found])
+    found = [Run.from_mlflow(run, uri) for run in _of_role(client, experiments, "trial", job)]
+    parents: list[Run] = []
+    if not all_runs:
+        parents = [
+            Run.from_mlflow(run, uri) for run in _of_role(client, experiments, "parent", job)
+        ]
+    if job is not None and not found and not parents:
+        raise _no_job(client, experiments, job, uri, "trial runs")
+    if not all_runs:
+        every = _sweeps(parents, found)
+        if sweep is not None:
+            chosen = [one for one in every if one.id == sweep]
+            if not chosen:
+                ids = ", ".join(one.id for one in every[-5:]) or "(none)"
+                raise RunLookupError(
+                    f"no sweep {sweep!r} of job {job!r} in {uri}; latest sweeps: {ids}"
+                    " (see `sweepflow ls`)"
+                )
+        else:
+            latest: dict[str | None, Sweep] = {}
+            for one in every:
+                latest[one.parent.job] = one
+            chosen = list(latest.values())
+        picked = {run.id for one in chosen for run in one.runs}
+        found = [run for run in found if run.id in picked]
+    collection = RunCollection(found)
+    return collection if status is None else collection.filter(status=status)

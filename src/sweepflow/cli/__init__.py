@@ -8,4 +8,6 @@
 - ``study``: ``sweepflow study JOB``.
 - ``preflight``: checks before a run starts (state folder, MLflow store).
 - ``verify``: ``sweepflow verify [JOB]``: results, trial folders and runs, repaired.
+- ``results``: ``sweepflow results JOB`` (a sweep's trials) and ``sweepflow ls [JOB]``
+  (past sweeps), read back from MLflow.
 """

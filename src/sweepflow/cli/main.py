@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from sweepflow.cli.options import FileOption, error_line, load_jobfile
+from sweepflow.cli.options import FileOption, RootGroup, error_line, load_jobfile
 from sweepflow.cli.profiles import profile_app
+from sweepflow.cli.results import ls, results
 from sweepflow.cli.servers import deploy, down, status, up
 from sweepflow.errors import SweepflowError
 from sweepflow.plan.expansion import MAX_TRIALS, check_size, compile_job
@@ -27,7 +28,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     name="sweepflow",
     help="Run ML experiment campaigns (sweeps, pipelines, searches) as Prefect flows.",
-    add_completion=False,
+    cls=RootGroup,  # whole command descriptions; --show-completion [SHELL]
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -147,8 +148,10 @@ def run(
 
         if print_cached(plan, list(extra), project, outputs_check=not no_outputs_check):
             return 0  # every trial cached: nothing to start
+    from sweepflow.cli.api_check import check_api
     from sweepflow.cli.preflight import check_before_run
 
+    check_api()  # a stale $PREFECT_API_URL: one line naming it, before anything starts
     check_before_run(project)  # a read-only state folder, a bad store: one line, now
     from sweepflow.cli.console import run_in_terminal
 
@@ -249,6 +252,8 @@ def show(
 
 for command in (up, down, status, deploy):
     app.command()(command)
+app.command()(results)
+app.command(name="ls")(ls)
 app.add_typer(profile_app, name="profile")
 app.add_typer(llc_app, name="llc")
 

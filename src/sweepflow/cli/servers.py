@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sweepflow.cli.api_check import check_api
 from sweepflow.cli.options import FileOption, load_jobfile, project_dir
 
 __all__ = ["deploy", "down", "status", "up"]
@@ -136,6 +137,7 @@ def deploy(
             typer.echo("\n".join(item.describe()))
         return
     url = deployments.api_url(jobfile.path.resolve().parent)
+    check_api(url)  # nobody at the URL: one line naming it, not a ConnectError
     for item in deployments.apply(planned, url):
         typer.echo("\n".join(item.describe()))
     typer.echo(f"Deployed {len(planned)} to {url}; start one with:")

@@ -12,7 +12,9 @@ from sweepflow.errors import JobError
 from sweepflow.settings import state_dir
 from sweepflow.spec.jobs import JobFile
 
-__all__ = ["show_study"]
+__all__ = ["export_path", "show_study"]
+
+_FORMATS = (".csv", ".parquet")
 
 
 def _location(jobfile: JobFile, job: str, storage: str | None) -> tuple[str, str]:
@@ -32,6 +34,28 @@ def _location(jobfile: JobFile, job: str, storage: str | None) -> tuple[str, str
     return name, location
 
 
+def export_path(export: Path, study: str) -> Path:
+    """The file ``--export`` writes: ``FILE.csv`` or ``FILE.parquet`` as given, or for a
+    bare format (``--export csv``) ``<study>-trials.csv`` in the working directory.
+
+    >>> export_path(Path("out/t.parquet"), "tune").as_posix()
+    'out/t.parquet'
+    >>> export_path(Path("CSV"), "tune").as_posix()
+    'tune-trials.csv'
+
+    Raises:
+        JobError: Neither a ``.csv`` or ``.parquet`` file nor one of those formats.
+    """
+    if export.suffix in _FORMATS:
+        return export
+    if not export.suffix and export.name.lower() in {f[1:] for f in _FORMATS}:
+        return Path(f"{study}-trials.{export.name.lower()}")
+    raise JobError(
+        f"--export {export}: give a file ending in .csv or .parquet (--export trials.csv), "
+        "or just the format (--export csv writes <study>-trials.csv)"
+    )
+
+
 def show_study(
     jobfile: JobFile,
     job: str,
@@ -49,6 +73,8 @@ def show_study(
     from sweepflow.search.study import open_storage
 
     name, location = _location(jobfile, job, storage)
+    if export is not None:  # a bad --export fails now, not after the table
+        export = export_path(export, name)
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(location))
     except KeyError:
@@ -78,8 +104,9 @@ def show_study(
         )
     console.print(_table(study, names, limit))
     if export is not None:
+        export.parent.mkdir(parents=True, exist_ok=True)
         rows = export_trials(study, export)
-        console.print(f"wrote {rows} trials to {export}", markup=False, soft_wrap=True)
+        console.print(f"wrote {rows} trials to {export.resolve()}", markup=False, soft_wrap=True)
     if plot is not None:
         written = plot_study(study, plot, names)
         console.print(

@@ -34,6 +34,7 @@ import numbers
 import os
 import posixpath
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -48,17 +49,20 @@ if TYPE_CHECKING:
     from sweepflow.reporting.reader import ArtifactEntry, MetricPoint, Report, read_report
 
 __all__ = [
+    "EXPERIMENT_ENV",
     "REPORT_ENV",
     "ArtifactEntry",
     "ArtifactPathError",
     "MetricPoint",
     "Report",
     "artifact_folder",
+    "by_hand_experiment_id",
     "flatten",
     "in_process",
     "log_artifact",
     "log_metrics",
     "log_params",
+    "program_experiment",
     "read_report",
     "report_path",
     "reporting_to",
@@ -67,6 +71,8 @@ __all__ = [
     "unflatten",
 ]
 REPORT_ENV = "SWEEPFLOW_REPORT"
+# The experiment of a program run by hand (default: the program's name).
+EXPERIMENT_ENV = "SWEEPFLOW_EXPERIMENT"
 # A call: trial runs in a thread of the flow's process, where the environment is
 # shared; its report file is set per context instead.
 _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -227,14 +233,47 @@ def _append(path: str, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def program_experiment(argv0: str | None = None) -> str:
+    """The experiment a program run by hand records into, unless MLflow's environment
+    (``$MLFLOW_EXPERIMENT_ID``, ``$MLFLOW_EXPERIMENT_NAME``) names one.
+
+    ``$SWEEPFLOW_EXPERIMENT``, else the program's name: the stem of its script
+    (``sys.argv[0]``; the package for ``python -m package``), else ``Default``
+    (an interactive session, ``python -c``).
+
+    >>> program_experiment("/home/me/example.py"), program_experiment("/src/pkg/__main__.py")
+    ('example', 'pkg')
+    """
+    named = os.environ.get(EXPERIMENT_ENV)
+    if named:
+        return named
+    if argv0 is None:
+        argv0 = sys.argv[0] if sys.argv else ""
+    script = Path(argv0)
+    name = script.parent.name if script.stem == "__main__" else script.stem
+    return name if name and not argv0.startswith("-") else "Default"
+
+
+def by_hand_experiment_id() -> str:
+    """Point MLflow at the by-hand store and return the id of the experiment to record
+    into: MLflow's environment if it names one, else :func:`program_experiment`."""
+    import mlflow
+
+    from sweepflow.tracking.uri import by_hand_experiment, ensure_experiment
+
+    experiment_id = by_hand_experiment()  # pins the store; reads MLFLOW_EXPERIMENT_*
+    if os.environ.get("MLFLOW_EXPERIMENT_ID") or os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        return experiment_id
+    uri = mlflow.get_tracking_uri()
+    return ensure_experiment(mlflow.MlflowClient(uri), program_experiment(), uri)
+
+
 def _by_hand() -> Any:
     """The ``mlflow`` module with an active run for by-hand use (started if needed)."""
     import mlflow
 
-    from sweepflow.tracking.uri import by_hand_experiment
-
     if mlflow.active_run() is None:
-        experiment_id = by_hand_experiment()
+        experiment_id = by_hand_experiment_id()
         if os.environ.get("MLFLOW_RUN_ID"):
             mlflow.start_run()  # resumes the run named by the environment
         else:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 import sys
 import types
 import typing
@@ -32,9 +33,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from sweepflow.errors import SweepflowError
-from sweepflow.reporting.channel import flatten, in_process, log_artifact, log_params, report_path
+from sweepflow.reporting.channel import (
+    by_hand_experiment_id,
+    flatten,
+    in_process,
+    log_artifact,
+    log_params,
+    report_path,
+)
 
-__all__ = ["ConfigError", "config_keys", "main", "parse_config"]
+__all__ = ["ConfigError", "config_keys", "main", "parse_config", "unquote"]
 
 C = TypeVar("C", bound=BaseModel)
 R = TypeVar("R")
@@ -157,7 +165,7 @@ def _value(key: str, raw: str, annotation: Any) -> Any:
         for m in members
     )
     if not structured:
-        return raw
+        return unquote(raw)
     import yaml  # on use (here and below): `from sweepflow import main` does not pay it
 
     try:
@@ -165,6 +173,41 @@ def _value(key: str, raw: str, annotation: Any) -> Any:
     except yaml.YAMLError as exc:
         problem = str(exc).splitlines()[0]
         raise ConfigError(f"invalid value for {key}: {raw!r} ({problem})") from None
+
+
+def unquote(raw: str) -> str:
+    """A value as Hydra's override parser reads it: quotes around the whole removed.
+
+    Inside the quotes, ``\\'`` (``\\"``) is the quote itself, and a run of backslashes
+    right before a quote is halved; other backslashes stay as written. Unquoted text
+    loses the backslash of Hydra's escapes (``\\,``, ``\\=``, ``\\ ``, ``\\\\``, …).
+
+    >>> unquote("'my run'"), unquote('"say \\\\"hi\\\\""'), unquote("'it\\\\'s'")
+    ('my run', 'say "hi"', "it's")
+    >>> unquote("'a','b'"), unquote("x\\\\,y"), unquote("'x'y")
+    ("'a','b'", 'x,y', "'x'y")
+    """
+    if len(raw) >= 2 and raw[0] in "'\"" and raw[-1] == raw[0]:
+        inner = _quoted(raw[1:-1], raw[0])
+        if inner is not None:
+            return inner
+    return re.sub(r"\\([\\()\[\]{}:=, \t])", r"\1", raw)
+
+
+def _quoted(text: str, quote: str) -> str | None:
+    """The text between two ``quote`` characters, unescaped; None if a bare quote
+    inside ends the string early (``'a','b'`` is a list, not one quoted value)."""
+    out: list[str] = []
+    for run, char in re.findall(r"(\\*)(.|$)", text, flags=re.DOTALL):
+        if char == quote:
+            if len(run) % 2 == 0:
+                return None
+            out.append("\\" * (len(run) // 2) + quote)
+        elif char == "":  # the end: a run before the closing quote is halved
+            out.append("\\" * (len(run) // 2))
+        else:
+            out.append(run + char)
+    return "".join(out)
 
 
 def _assign(tree: dict[str, Any], names: list[str], value: Any) -> None:
@@ -199,8 +242,10 @@ def parse_config(config_class: type[C], argv: Sequence[str]) -> tuple[C, dict[st
     """Parse ``key=value`` items into ``config_class``.
 
     Dotted keys set nested fields (``model.depth=3``); values are parsed by pydantic
-    from their text, lists and mappings from YAML (``layers=[64,64]``), and ``null``
-    or ``None`` gives None where the field allows it. A later item wins.
+    from their text (read as Hydra reads it: ``name='my run'`` gives ``my run``, see
+    :func:`unquote`), lists and mappings from YAML (``layers=[64,64]``), and ``null``
+    or ``None`` gives None where the field allows it. A later item wins. The items as
+    given keep their text (quotes included), so the params recorded equal the flow's.
 
     Args:
         config_class: The pydantic model of the program's config.
@@ -285,9 +330,9 @@ def _under_sweepflow(function: Callable[[C, Path], R], config: C, given: Mapping
 def _by_hand(function: Callable[[C, Path], R], config: C, given: Mapping[str, str]) -> R:
     import mlflow
 
-    from sweepflow.tracking.uri import by_hand_experiment, local_path
+    from sweepflow.tracking.uri import local_path
 
-    experiment_id = by_hand_experiment()
+    experiment_id = by_hand_experiment_id()
     run = mlflow.start_run(
         experiment_id=experiment_id,
         nested=mlflow.active_run() is not None,
@@ -329,8 +374,10 @@ def main(
     - Under sweepflow (``SWEEPFLOW_REPORT`` set): the config's flattened params and a
       ``config.yaml`` in the trial folder are recorded through :mod:`sweepflow.reporting.channel`
       (no MLflow import), and ``out`` is ``$SWEEPFLOW_TRIAL_DIR``.
-    - By hand: a new MLflow run (default tracking URI, experiment
-      ``$MLFLOW_EXPERIMENT_NAME`` or ``Default``, tag ``sweepflow.role=manual``) records
+    - By hand: a new MLflow run (default tracking URI; experiment
+      ``$MLFLOW_EXPERIMENT_ID`` or ``$MLFLOW_EXPERIMENT_NAME``, else
+      ``$SWEEPFLOW_EXPERIMENT``, else the program's name, e.g. ``train`` for
+      ``python train.py``; tag ``sweepflow.role=manual``) records
       the params and ``config.yaml``; ``out`` is its local artifact folder (or
       ``outputs/<run id>``, uploaded at the end, for a remote store). The run ends
       FINISHED, or FAILED if the function raised.

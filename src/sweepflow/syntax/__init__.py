@@ -20,6 +20,7 @@ Text is parsed once into typed objects (:class:`Range`, :class:`LogSpace`,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import product
 
 from sweepflow.errors import SweepSyntaxError
@@ -73,11 +74,14 @@ precision=1, exponent='')
     return parse_values(_Span(text, text, 0))
 
 
-def parse(args: str, *, pipes: bool = True, search: bool = False) -> list[Param | Pipe]:
+def parse(
+    args: str | Sequence[str], *, pipes: bool = True, search: bool = False
+) -> list[Param | Pipe]:
     """Parse whitespace-separated ``key[/P]=value`` tokens into typed objects.
 
     Args:
-        args: The tokens, as written in ``each``, ``all`` or on the command line.
+        args: The tokens, as written in ``each``, ``all`` or on the command line; or a
+            list of tokens already split (each string is one token, spaces included).
         pipes: Whether ``|`` alternatives are allowed (only in ``each``).
         search: Parse a search space: ``log(a:b)`` and ``lin(a:b)`` (no count) are
             continuous ranges (``num`` 0).
@@ -107,14 +111,23 @@ def values(text: str) -> list[str]:
     return list(parse_expression(text))
 
 
-def expand(args: str) -> list[list[str]]:
+def expand(args: str | Sequence[str]) -> list[list[str]]:
     """Expand tokens with ``each`` semantics: one assignment list per combination.
 
     The last token varies fastest; a piped token contributes one ``key=v1,v2`` item
     per alternative.
 
+    Args:
+        args: One expression (tokens separated by whitespace), or its tokens as a list
+            (as HydraFlow accepts: each string is one token, spaces included).
+
+    Raises:
+        SweepSyntaxError: With a caret under the offending column of ``args``.
+
     >>> expand("model=(cnn,mlp)_(s,l)")[:2]
     [['model=cnn_s'], ['model=mlp_s']]
+    >>> expand(["a=1,2", "name=my run"])
+    [['a=1', 'name=my run'], ['a=2', 'name=my run']]
     """
     choices = [_choices(param) for param in parse(args)]
     return [list(combo) for combo in product(*choices)]
@@ -126,10 +139,19 @@ def _choices(param: Param | Pipe) -> list[str]:
     return [f"{param.key}={value}" for value in param]
 
 
-def collect(args: str) -> list[str]:
+def collect(args: str | Sequence[str]) -> list[str]:
     """Collect tokens with ``all`` semantics: one ``key=v1,v2,...`` item per token.
 
+    Args:
+        args: One expression (tokens separated by whitespace), or its tokens as a list
+            (as HydraFlow accepts: each string is one token, spaces included).
+
+    Raises:
+        SweepSyntaxError: With a caret under the offending column of ``args``.
+
     >>> collect("a=1:3 b=x")
+    ['a=1,2,3', 'b=x']
+    >>> collect(["a=1:3", "b=x"])
     ['a=1,2,3', 'b=x']
     """
     return [param.joined() for param in parse(args, pipes=False)]  # type: ignore[union-attr]

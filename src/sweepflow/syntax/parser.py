@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -108,9 +108,25 @@ def _split(span: _Span, seps: str) -> list[_Span]:
     return parts
 
 
-def tokens(text: str) -> list[_Span]:
-    """Split ``text`` into shell-like tokens at top-level whitespace (quotes kept)."""
-    return _split(_Span(text, text, 0), " \t\n\r")
+def tokens(text: str | Sequence[str]) -> list[_Span]:
+    """Split ``text`` into shell-like tokens at top-level whitespace (quotes kept).
+
+    A sequence is already split (e.g. by ``shlex.split``): each string is one token,
+    whitespace included, and errors show them joined by spaces.
+    """
+    if isinstance(text, str):
+        return _split(_Span(text, text, 0), " \t\n\r")
+    if not all(isinstance(token, str) for token in text):
+        raise TypeError(f"expected a string or a list of strings, got {text!r}")
+    whole = " ".join(text)
+    spans, offset = [], 0
+    for token in text:
+        span = _Span(token, whole, offset)
+        if not token:
+            raise span.error("empty token in the list: remove it, or write key=value")
+        spans.append(span)
+        offset += len(token) + 1
+    return spans
 
 
 def _number(span: _Span, what: str, *, si: bool = False) -> Decimal:
@@ -155,6 +171,16 @@ def _range(span: _Span) -> Node:
         exponent = _exponent(parts.pop().text)
     if len(parts) > 3:
         raise parts[3].error(f"too many parts in a range: expected {_RANGE_FORM}")
+    if not any(part.text for part in parts):
+        # Only colons: ":k" would otherwise become the bare text "e3", ":" the value 0.
+        quoted = f"quote the item ('{span.text}') to pass it as text"
+        if exponent:
+            suffix = span.text.rpartition(":")[2]
+            raise span.error(
+                f"the suffix '{suffix}' needs a number before it: write e.g. 2:{suffix} or"
+                f" 1:3:{suffix}, or {quoted}"
+            )
+        raise span.error(f"a range needs numbers: write e.g. 1:3 or 0:1:0.1, or {quoted}")
     if len(parts) == 1:
         value = parts[0]
         _number(value, "value")
@@ -299,6 +325,21 @@ def parse_param(span: _Span, key: str | None = None, exponent: str = "") -> Para
         key, value = span.text[:eq], span.sub(eq + 1)
         if not key:
             raise span.error("empty key before '=': write key=value")
+        second = _bare_eq(value.text)
+        if second >= 0:
+            # Hydra rejects it too ("mismatched input '='"): a missing space, or text.
+            comma = value.text.rfind(",", 0, second)
+            split = (
+                f", or put a space between two parameters ({key}={value.text[:comma]}"
+                f" {value.text[comma + 1 :]})"
+                if comma >= 0
+                else ""
+            )
+            raise value.error(
+                f"a second '=' in the value of '{key}': quote the value ({key}='{value.text}')"
+                f" or escape the '=' (\\=) to pass it as text{split}",
+                second,
+            )
         head, slash, tail = key.rpartition("/")
         exponent = ""
         if slash and head and _is_exponent(tail):
@@ -320,6 +361,27 @@ def _top_level_eq(text: str) -> int:
             return i
         if char in "'\"([{":
             return -1
+    return -1
+
+
+def _bare_eq(text: str) -> int:
+    """Index of the first ``=`` outside quotes, brackets and ``${...}``, unescaped; or -1."""
+    depth, quote, escaped = 0, "", False
+    for i, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char == "\\":
+            escaped = True
+        elif char in "'\"":
+            quote = char
+        elif char in _OPEN:
+            depth += 1
+        elif char in _CLOSE:
+            depth -= 1
+        elif char == "=" and depth == 0:
+            return i
     return -1
 
 

@@ -35,7 +35,13 @@ if TYPE_CHECKING:
     from .plots import plot_llc
     from .results import ChainResult, Diagnostics, LLCResult, Timings, Traces
     from .targets import Target, build_target
-    from .theory import default_beta, normal_crossing_llc, quadratic_llc, reduced_rank_llc
+    from .theory import (
+        default_beta,
+        normal_crossing_finite_llc,
+        normal_crossing_llc,
+        quadratic_llc,
+        reduced_rank_llc,
+    )
 
 __all__ = [
     "ChainResult",
@@ -65,6 +71,7 @@ __all__ = [
     "estimate_llc",
     "load_sampler_config",
     "load_target_config",
+    "normal_crossing_finite_llc",
     "normal_crossing_llc",
     "plot_llc",
     "quadratic_llc",
@@ -102,6 +109,7 @@ _EXPORTS = {
     "estimate_llc": ".estimation",
     "load_sampler_config": "._files",
     "load_target_config": "._files",
+    "normal_crossing_finite_llc": ".theory",
     "normal_crossing_llc": ".theory",
     "plot_llc": ".plots",
     "quadratic_llc": ".theory",

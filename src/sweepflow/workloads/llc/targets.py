@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._config import ModelConfig, QuadraticModel, TargetConfig
 from ._errors import PrecisionMismatchError
+from ._files import validate
 from ._programs import compiled
 from .data import make_data
 from .models import init_params, squared_error
@@ -101,11 +103,21 @@ def check_precision(target: Target, what: str = "sampling") -> None:
         )
 
 
-def build_target(config: TargetConfig) -> Target:
-    """Generate the data, train ``w*`` and evaluate ``L0`` (under the config's precision)."""
+def build_target(target_cfg: TargetConfig | Mapping[str, Any]) -> Target:
+    """Generate the data, train ``w*`` and evaluate ``L0`` (under the config's precision).
+
+    Args:
+        target_cfg: A :class:`TargetConfig` or a mapping that validates as one (what
+            :func:`~sweepflow.workloads.llc.estimate_llc` takes).
+
+    Raises:
+        LLCError: On a mapping that is not a valid target configuration: the key path,
+            what is wrong and how to fix it.
+    """
     import jax
 
     start = time.perf_counter()
+    config: TargetConfig = validate(TargetConfig, target_cfg, "target")
     with jax.enable_x64(config.x64):
         dtype = jax.numpy.float64 if config.x64 else jax.numpy.float32
         x, y = make_data(config, dtype)
