@@ -134,26 +134,24 @@ def stop_orphan(workdir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def claim(workdir: Path, waiting: Callable[[], None] | None = None) -> Iterator[bool]:
+def claim(workdir: Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the trial folder ``workdir`` for this process while the block runs.
 
-    Yields whether another process held it first (then this one waited until that
-    process finished or died; ``waiting`` is called once, before the wait).
+    If another process holds it, wait until that process lets go or dies (``waiting``
+    is called once, before the wait).
     """
     import fcntl
 
     workdir.mkdir(parents=True, exist_ok=True)
     fd = os.open(workdir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        waited = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            waited = True
             if waiting is not None:
                 waiting()
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield waited
+        yield
     finally:
         os.close(fd)  # releases the lock
 
