@@ -1,17 +1,18 @@
 """Benchmark: 200 short trials through ``sweepflow run`` versus the untracked floor.
 
-Run: ``.venv/bin/python bench/sweep.py`` (about 3 minutes on 2 cores). In one run it
+Run: ``.venv/bin/python bench/sweep.py`` (about 6 minutes on 2 cores). In one run it
 measures, on the same ~50 ms single-threaded numpy program that reports one metric:
 
 - floor: ``xargs -P <cores>`` running the program 200 times, no tracking at all;
-- sweepflow, first run, Prefect's ephemeral API (nothing started beforehand);
-- sweepflow, fully cached re-run, same;
-- sweepflow, first run of the same trials with ``preload: numpy sweepflow`` (each trial
-  forked from an interpreter that imported them once);
-- the same two against a running ``prefect server`` (as after ``sweepflow up``).
+- sweepflow with default settings, the project's warm Prefect server running (started
+  by an earlier run, as for every run but a project's first): first run, fully cached
+  re-run, first run with ``preload: numpy sweepflow`` (each trial forked from an
+  interpreter that imported them once), and with ``chunk: 1``;
+- the same with ``SWEEPFLOW_SERVER_IDLE=0`` (each run starts a Prefect server of its own);
+- the same against a running ``prefect server`` (as after ``sweepflow up``);
 
-and prints wall times and the ratios the run-jobs issue sets goals for (first run
-within 1.25x the floor; a cached re-run at most 5 % of the first run).
+and prints wall times and the ratios the issues set goals for (first run with default
+settings within 1.25x the floor; a cached re-run at most 5 % of the first run).
 
 ``--hydraflow`` also installs HydraFlow 0.14.4 into a temporary virtual environment (from
 the package registry, ~1 min) and runs the same 200 trials its fastest way: 20
@@ -59,6 +60,8 @@ jobs:
     run: python prog.py
     sets:
       - each: a=1:20 b=1:10
+  warmup:
+    run: python -c pass
   bench_preload:
     run: python prog.py
     preload: numpy sweepflow
@@ -121,6 +124,15 @@ for a in range(1, 21):
         trial([f"a={a}", f"b={b}"])
 print(time.perf_counter() - start)
 """
+
+DEFAULT = "default settings (warm server)"
+# How the run finds its Prefect API: the default (the project's warm server, started by
+# an earlier run), a server of each run's own, and a `prefect server` (as `sweepflow up`).
+MODES: tuple[tuple[str, dict[str, str] | None], ...] = (
+    (DEFAULT, {}),
+    ("SWEEPFLOW_SERVER_IDLE=0 (a server per run)", {"SWEEPFLOW_SERVER_IDLE": "0"}),
+    ("running prefect server", None),
+)
 
 ENV = {
     "OPENBLAS_NUM_THREADS": "1",
@@ -223,12 +235,16 @@ def main() -> None:
         _timed([sys.executable, "-c", warm], project, env)
 
         rows = [(f"floor: xargs -P {cores}, no tracking", floor)]
-        for label, extra in (("ephemeral API", {}), ("running prefect server", None)):
+        for label, extra in MODES:
             server = None
             run_env = {**env, "SWEEPFLOW_HOME": str(root / f"state-{len(rows)}")}
             if extra is None:
                 server, url = _start_server(env, root / "server-home")
                 run_env["PREFECT_API_URL"] = url
+            else:
+                run_env |= extra
+            if label == DEFAULT:  # the warm server runs, as after any earlier run
+                _timed([sweepflow, "run", "warmup"], project, run_env)
             try:
                 first = _timed([sweepflow, "run", "bench"], project, run_env)
                 cached = _timed([sweepflow, "run", "bench"], project, run_env)
@@ -240,6 +256,7 @@ def main() -> None:
                 if server is not None:
                     server.terminate()
                     server.wait(timeout=30)
+                subprocess.run([sweepflow, "down"], cwd=project, env=run_env, capture_output=True)
             rows.append((f"sweepflow, {label}: first run (chunk: auto)", first))
             rows.append((f"sweepflow, {label}: cached re-run", cached))
             rows.append((f"sweepflow, {label}: first run, preload: numpy", preload))
@@ -268,14 +285,14 @@ def main() -> None:
     )
     if args.hydraflow:
         hydraflow = dict(rows)["HydraFlow 0.14.4: 20 processes x 10 runs"]
-        for label in ("ephemeral API", "running prefect server"):
+        for label, _ in MODES:
             first = dict(rows)[f"sweepflow, {label}: first run (chunk: auto)"]
             warm = dict(rows)[f"sweepflow, {label}: first run, preload: numpy"]
             print(
                 f"sweepflow ({label}) vs HydraFlow: {hydraflow / first:.1f}x faster, "
                 f"{hydraflow / warm:.1f}x with preload (goal >= 5x)"
             )
-    for label in ("ephemeral API", "running prefect server"):
+    for label, _ in MODES:
         first = dict(rows)[f"sweepflow, {label}: first run (chunk: auto)"]
         cached = dict(rows)[f"sweepflow, {label}: cached re-run"]
         warm = dict(rows)[f"sweepflow, {label}: first run, preload: numpy"]

@@ -17,7 +17,7 @@ runs now" route, taken by name from the client's own route list.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -96,13 +96,15 @@ def plan(
 
 
 def api_url(project_dir: Path) -> str:
-    """The Prefect API to deploy to: ``PREFECT_API_URL``, else this project's server."""
+    """The Prefect API to deploy to: ``PREFECT_API_URL``, else the server of the job
+    file's project, else that of the working directory (``sweepflow up`` run there,
+    e.g. at the repository root, then ``sweepflow deploy -f examples/sweepflow.yaml``)."""
     url = os.environ.get("PREFECT_API_URL")
     if url:
         return url
     from sweepflow.services.servers import configured_api_url
 
-    url = configured_api_url(project_dir)
+    url = configured_api_url(project_dir) or configured_api_url(Path.cwd())
     if not url:
         raise SweepflowError(
             "no Prefect server to deploy to: start one with 'sweepflow up' (or set "
@@ -164,9 +166,7 @@ def apply(deployments: list[Deployment], url: str) -> list[Deployment]:
                 )
                 runs = _scheduled(client, deployment_id)
                 next_runs = sorted(r.expected_start_time for r in runs)[:SCHEDULED_AHEAD]
-            done.append(
-                Deployment(**{**vars(d), "next_runs": next_runs})  # type: ignore[arg-type]
-            )
+            done.append(replace(d, next_runs=next_runs))
     return done
 
 

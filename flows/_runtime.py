@@ -12,19 +12,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect import runtime
+from prefect import Flow, runtime
 from prefect.artifacts import create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from sweepflow.engine.progress import TrialOutcome
+from sweepflow.engine.progress import TrialOutcome, metric_columns
 from sweepflow.execution.lifetime import die_with_parent
 from sweepflow.execution.trial import TrialResult
 from sweepflow.services.cluster import local_cluster_kwargs, take, worker_environment
 from sweepflow.spec.profiles import Profile
 
 __all__ = [
+    "JSONFlow",
     "annotate",
     "capacity",
     "end_with_worker",
+    "json_flow",
     "metric_columns",
     "placement_tags",
     "save_profile",
@@ -178,19 +181,6 @@ def end_with_worker() -> None:
     threading.Thread(target=watch, name="sweepflow-worker-watch", daemon=True).start()
 
 
-def metric_columns(
-    rows: list[TrialOutcome], target: str | None = None, limit: int = 8
-) -> list[str]:
-    """The metric columns of a trial table: the target metric first (a search's
-    objective; else the first metric a trial reported), then the others by name."""
-    seen: list[str] = []
-    for o in rows:
-        seen.extend(name for name in o.metrics if name not in seen)
-    first = target if target in seen else (seen[0] if seen else None)
-    rest = sorted(name for name in seen if name != first)
-    return ([first] if first else []) + rest[: limit - 1]
-
-
 def trials_table(job: str, rows: list[TrialOutcome], target: str | None = None) -> None:
     """The trial table on the flow run (shown in the Prefect UI), the target metric in
     the first metric column."""
@@ -207,3 +197,32 @@ def trials_table(job: str, rows: list[TrialOutcome], target: str | None = None) 
         for o in rows
     ]
     create_table_artifact(table, key=f"trials-{job.lower().replace('_', '-')}"[:64])
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is JSON as it is (None, bool, int, float, str, lists of them)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return isinstance(value, list) and all(_plain(item) for item in value)
+
+
+class JSONFlow(Flow[Any, Any]):
+    """A flow whose parameters (sweepflow's: strings, numbers, lists of strings) are
+    sent to the API as they are. Prefect's own serialisation imports FastAPI for its
+    ``jsonable_encoder`` on every flow call, ~120 ms of a warm one-trial run; any other
+    value still goes through it."""
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        if all(_plain(value) for value in parameters.values()):
+            return dict(parameters)
+        return super().serialize_parameters(parameters)
+
+
+def json_flow(name: str) -> Callable[[Callable[..., Any]], JSONFlow]:
+    """``@flow(name=name)`` as a :class:`JSONFlow`, its own task runner unused (tasks
+    go to the profile's, :func:`task_runner`)."""
+
+    def decorate(fn: Callable[..., Any]) -> JSONFlow:
+        return JSONFlow(fn, name=name, task_runner=ThreadPoolTaskRunner(max_workers=1))
+
+    return decorate

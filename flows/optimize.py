@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
-
-from flows._runtime import end_with_worker
+from flows._runtime import end_with_worker, json_flow
 from flows._search import search
 
 __all__ = ["optimize"]
 
 
 # Trials go to the profile's task runner (see flows._search), not to the flow's.
-@flow(name="optimize", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@json_flow("optimize")
 def optimize(
     job: str,
     overrides: list[str] | None = None,

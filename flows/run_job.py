@@ -6,12 +6,11 @@ import contextlib
 import time
 from typing import Any
 
-from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._record import Record, open_parent
 from flows._runner import TaskRunner
-from flows._runtime import capacity, end_with_worker, start_cluster, task_runner
+from flows._runtime import capacity, end_with_worker, json_flow, start_cluster, task_runner
 from sweepflow.cache.results import cached_results, lookup, running
 from sweepflow.engine import Callbacks, Feed, schedule
 from sweepflow.errors import IncompleteRun
@@ -19,9 +18,11 @@ from sweepflow.execution.trial import accept, terminate_all
 from sweepflow.faults import disk_full, is_disk_full, reserve
 from sweepflow.plan.expansion import MAX_TRIALS, check_size, compile_job
 from sweepflow.plan.specs import build_specs
+from sweepflow.reporting.plots import publish_sweep_plot
 from sweepflow.settings import state_dir
 from sweepflow.spec.jobs import find_job_file, load_jobs
 from sweepflow.spec.profiles import load_profile
+from sweepflow.tracking.records import varying
 from sweepflow.tracking.writer import default_tracking_uri
 from tasks.trials import run_trial
 
@@ -30,7 +31,7 @@ __all__ = ["run_job"]
 
 # Tasks are submitted to the run's profile's task runner (flows._runtime.task_runner),
 # not to the flow's; the flow's own runner is left unused.
-@flow(name="run-job", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@json_flow("run-job")
 def run_job(
     job: str,
     overrides: list[str] | None = None,
@@ -59,7 +60,7 @@ def run_job(
     folder is gone runs again unless ``outputs_check`` is False.
     """
     end_with_worker()
-    jobfile = load_jobs(job_file or find_job_file())
+    jobfile = load_jobs(_existing(job_file) if job_file else find_job_file())
     the_job = jobfile.job(job)
     project = jobfile.path.parent.resolve()
     options = {"profile": profile, "profile_set": profile_set, "refresh": refresh}
@@ -76,6 +77,24 @@ def run_job(
         return search(
             job, overrides, job_file=job_file, n_trials=n_trials, storage=storage, **options
         )
+
+
+def _existing(job_file: str) -> str:
+    """``job_file`` unchanged if it is a file; else one error line saying where it was
+    looked for (a deployment run starts in the folder that holds ``flows/``)."""
+    from pathlib import Path
+
+    from sweepflow.errors import JobFileError
+
+    if not Path(job_file).expanduser().is_file():
+        raise JobFileError(
+            [
+                f"no job file at {Path(job_file).expanduser().resolve()} (job_file="
+                f"{job_file!r}, relative to the flow run's folder {Path.cwd()}): pass an "
+                "existing job file, absolute or relative to that folder"
+            ]
+        )
+    return job_file
 
 
 def _sweep(
@@ -115,7 +134,7 @@ def _sweep(
     cluster_ready = start_cluster(runner)
     try:
         asked = {"overrides": " ".join(overrides or []), "extra": " ".join(extra or [])}
-        tracker, parent = open_parent(the_job, uri, chosen, state, cached, asked)
+        tracker, parent = open_parent(the_job, uri, chosen, state, cached, asked, size=len(specs))
     except BaseException as exc:
         with contextlib.suppress(Exception):
             cluster_ready()
@@ -124,8 +143,9 @@ def _sweep(
             raise disk_full(state) from exc
         raise
     record = Record(
-        the_job, tracker, parent, uri, len(specs), len(hits), todo, notes, state, looked
-    )
+        the_job, tracker, parent, uri, len(specs), len(hits), todo, notes, state, looked,
+        varying=varying([s.params for s in specs]),  # what names a trial's run
+    )  # fmt: skip
     for spec in specs:
         if spec.index in hits:
             record.cached(spec, hits[spec.index])
@@ -149,6 +169,8 @@ def _sweep(
     stack.close()
     counts = record.close()
     summary = record.publish([record.outcomes[s.index] for s in specs], counts)
+    rows = [record.outcomes[s.index] for s in specs]
+    publish_sweep_plot(tracker, parent, the_job.key, specs, rows, state)  # never raises
     if failed := counts["failed"] + counts["cancelled"]:
         raise IncompleteRun(
             f"{failed} of {len(specs)} trials of job '{the_job.key}' did not finish"

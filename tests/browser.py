@@ -305,6 +305,53 @@ class Browser:
             f"{missing!r}; its text is:\n{shown}"
         )
 
+    def wait_for(self, expression: str, *, timeout: float = 60, interval: float = 0.25) -> Any:
+        """Poll a JavaScript expression until its value is truthy; return that value.
+
+        Raises:
+            AssertionError: It was still falsy after ``timeout`` seconds; the message
+                names the expression and ends with the page text.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                break
+            time.sleep(interval)
+        text = self.text()
+        shown = text if len(text) <= _TAIL_CHARS else "..." + text[-_TAIL_CHARS:]
+        raise AssertionError(
+            f"after {timeout:g} s {expression!r} is still {value!r} on "
+            f"{self.evaluate('location.href')}; the page text is:\n{shown}"
+        )
+
+    def resize(self, width: int, height: int) -> tuple[int, int]:
+        """Set the viewport to ``width`` x ``height`` CSS pixels (wide tables render
+        more columns); return the size it had, to restore it."""
+        before = self.evaluate("[window.innerWidth, window.innerHeight]")
+        self._call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+        return int(before[0]), int(before[1])
+
+    def click(self, selector: str, text: str | None = None, *, timeout: float = 60) -> None:
+        """Click the first element matching the CSS ``selector`` (and whose trimmed text
+        is ``text``, when given), waiting up to ``timeout`` seconds for it to render.
+
+        Raises:
+            AssertionError: No such element rendered in time (see :meth:`wait_for`).
+        """
+        wanted = json.dumps(text)
+        find = (
+            f"[...document.querySelectorAll({json.dumps(selector)})]"
+            f".find(e => {wanted} === null || e.textContent.trim() === {wanted})"
+        )
+        self.wait_for(f"!!{find}", timeout=timeout)
+        self.evaluate(f"{find}.click()")
+
     def screenshot(self, path: Path | str) -> Path:
         """Save a PNG of the whole page (beyond the viewport when the document scrolls).
 

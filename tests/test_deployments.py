@@ -243,15 +243,10 @@ def test_deployment_run_completes_with_trials_in_mlflow(scenario: Scenario) -> N
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
-    assert [a.key for a in artifacts] == ["trials-quick"]
-    assert (
-        len(
-            artifacts[0].data
-            if isinstance(artifacts[0].data, list)
-            else json.loads(artifacts[0].data)
-        )
-        == 4
-    )
+    # The trials table, and the plot of a sweep with one varying numeric parameter.
+    assert sorted(a.key for a in artifacts) == ["plot-quick", "trials-quick"]
+    (table,) = [a for a in artifacts if a.key == "trials-quick"]
+    assert len(table.data if isinstance(table.data, list) else json.loads(table.data)) == 4
 
     import mlflow
 

@@ -71,6 +71,8 @@ def _environment(prefect_home: Path, **extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SOURCE_ROOT, env.get("PYTHONPATH")) if p)
     env |= {"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env |= {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "COLUMNS": "200"}
+    # The run's own temporary server, not the warm one (tests/test_warm_server.py).
+    env["SWEEPFLOW_SERVER_IDLE"] = "0"
     return env | extra
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from flows._runtime import metric_columns
-from sweepflow.engine.progress import TrialOutcome
+from sweepflow.engine.progress import TrialOutcome, metric_columns
 
 
 def _row(index: int, **metrics: float) -> TrialOutcome:

@@ -17,15 +17,23 @@ from rich.progress import (
     Progress,
     SpinnerColumn,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
-from rich.table import Table
 
+from sweepflow.cli.summary import (
+    Elapsed,
+    Remaining,
+    Tally,
+    TrialLines,
+    View,
+    counts_line,
+    duration,
+    print_summary,
+)
 from sweepflow.engine.progress import TrialOutcome, sink
 
 if TYPE_CHECKING:
     from sweepflow.services.temporary import TemporaryAPI
+    from sweepflow.services.warm_server import WarmLease
     from sweepflow.spec.profiles import Profile
 
 __all__ = ["prefect_defaults", "run_in_terminal"]
@@ -54,24 +62,22 @@ def prefect_defaults(*, quiet: bool = True) -> None:
             os.environ.setdefault(key, value)
 
 
-class _Bar:
+class _Bar(Tally):
     """A rich progress sink: done / cached / failed / running, elapsed and remaining."""
 
     def __init__(self, console: Console) -> None:
+        super().__init__()
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[counts]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            Elapsed(),
+            Remaining(),
             console=console,
             transient=False,
         )
-        self.counts = dict.fromkeys(("done", "cached", "failed", "cancelled", "pruned"), 0)
-        self.counts["running"] = 0
-        self.outcomes: list[TrialOutcome] = []
         self.task: Any = None
 
     def _fields(self) -> str:
@@ -90,8 +96,7 @@ class _Bar:
         self.progress.update(self.task, counts=self._fields())
 
     def finished(self, outcome: TrialOutcome) -> None:
-        self.outcomes.append(outcome)
-        self.counts[outcome.status] += 1
+        self.count(outcome)
         self.progress.update(self.task, advance=1, counts=self._fields())
 
     def note(self, text: str) -> None:
@@ -101,23 +106,11 @@ class _Bar:
         self.progress.stop()
 
 
-def _summary(console: Console, outcomes: list[TrialOutcome], limit: int = 50) -> None:
+def _summary(console: Console, outcomes: list[TrialOutcome], view: View) -> None:
+    """The summary table (see :mod:`sweepflow.cli.summary`), why each failed trial
+    failed, and the notes."""
     outcomes = sorted(outcomes, key=lambda o: o.index)
-    names: list[str] = []
-    for outcome in outcomes:
-        names.extend(k for k in outcome.metrics if k not in names)
-    names = names[:4]
-    table = Table(title="trials", title_justify="left")
-    for column in ("#", "parameters", "status", "seconds", *names):
-        table.add_column(column, justify="right" if column in ("#", "seconds") else "left")
-    style = {"done": "green", "cached": "cyan", "failed": "red", "cancelled": "yellow"}
-    style["pruned"] = "magenta"
-    shown = outcomes if len(outcomes) <= limit else [o for o in outcomes if o.status == "failed"]
-    for o in shown[:limit]:
-        seconds = f"{o.duration:.2f}" if o.duration is not None else ""
-        metrics = [f"{o.metrics[n]:.6g}" if n in o.metrics else "" for n in names]
-        table.add_row(str(o.index), o.label, o.status, seconds, *metrics, style=style[o.status])
-    console.print(table)
+    print_summary(console, outcomes, view)
     for o in outcomes:
         if o.status == "failed":
             console.print(
@@ -168,9 +161,12 @@ def _best(console: Console, result: dict[str, Any]) -> None:
     )
 
 
-def print_cached(plan: Any, extra: list[str], project: Path, outputs_check: bool = True) -> bool:
-    """If every trial of the sweep ``plan`` is cached, print its summary and return True
-    (no flow run, no MLflow: nothing to do); else return False."""
+def print_cached(
+    plan: Any, extra: list[str], project: Path, outputs_check: bool = True, view: View | None = None
+) -> bool:
+    """If every trial of the sweep ``plan`` is cached, print its summary (as ``view``
+    says) and return True (no flow run, no MLflow: nothing to do); else return False."""
+    from flows._members import trial_rows
     from sweepflow.cache.results import all_cached
     from sweepflow.engine.progress import outcome_of
     from sweepflow.plan.specs import build_specs
@@ -183,9 +179,10 @@ def print_cached(plan: Any, extra: list[str], project: Path, outputs_check: bool
         return False
     console = Console(stderr=True)
     outcomes = [outcome_of(s, "cached", r) for s, r in zip(specs, results, strict=True)]
-    _summary(console, outcomes)
+    outcomes = trial_rows(plan.job, specs, outcomes)  # a batch's trials, one row each
+    _summary(console, outcomes, view or View())
     console.print(
-        f"0 done, {len(specs)} cached, 0 failed in {time.perf_counter() - started:.1f} s: "
+        f"0 done, {len(outcomes)} cached, 0 failed in {duration(time.perf_counter() - started)}: "
         "every trial is cached, nothing to run (--refresh runs them again)",
         style="bold green",
     )
@@ -211,8 +208,10 @@ def run_in_terminal(
     imported and the flow run created (see ``sweepflow.services.cluster``).
 
     The Prefect API is chosen before the flow, for the whole process (:func:`_prefect_api`);
-    without one configured, the run starts a temporary server of its own that dies with
-    it, and stops it only once Prefect has sent the run's last logs and events.
+    without one configured, the run uses the project's warm server (started in the
+    background on first use), or with ``SWEEPFLOW_SERVER_IDLE=0`` starts a temporary
+    server of its own that dies with it, stopped once Prefect has sent the run's last
+    logs and events.
     """
     prefect_defaults(quiet=not debug)
     project = Path(parameters["job_file"]).parent if parameters.get("job_file") else None
@@ -230,11 +229,12 @@ def run_in_terminal(
 @contextlib.contextmanager
 def _prefect_api(
     project: Path | None, needs_server: bool
-) -> Iterator[tuple[str | None, TemporaryAPI | None]]:
+) -> Iterator[tuple[str | None, TemporaryAPI | WarmLease | None]]:
     """The Prefect API of the run: ``$PREFECT_API_URL``, else Prefect's profile, else the
-    project's running ``sweepflow up`` server (started if ``needs_server``), else a
-    temporary server of this run's own. Yields ``(url, temporary server)``: the URL is
-    None for a temporary server, which must still be waited for (``wait``).
+    project's running ``sweepflow up`` server (started if ``needs_server``), else the
+    project's warm server (or a temporary one of this run's own). Yields ``(url, own
+    server)``: the URL is None for an own server, which must still be waited for
+    (``wait``): it starts meanwhile.
 
     The URL goes into ``os.environ`` and Prefect's global settings, not a context
     variable: threads that do not inherit the caller's context (a trial's output pump
@@ -261,24 +261,46 @@ def _prefect_api(
                 "starting this project's Prefect server for the Dask workers"
             )
             api = chosen = up(project, worker=False, mlflow=False)["prefect"]["api_url"]
-    if not api:
-        from sweepflow.services.temporary import TemporaryAPI
-
-        server = TemporaryAPI.start()  # in the working directory, as Prefect would
     before = os.environ.get("PREFECT_API_URL")
-    try:
-        if chosen:
-            _report_to(chosen)
-        yield api, server
-    finally:
+    with contextlib.ExitStack() as stack:
+        if not api:
+            server = stack.enter_context(_own_api(project))
         try:
-            if server is None or server.process is not None:  # not one that failed to start
-                send_reports()  # while the API still answers
+            if chosen:
+                _report_to(chosen)
+            yield api, server
         finally:
-            if server is not None:
-                server.stop()
-            if chosen or server is not None:
-                _report_to(before)
+            _leave_api(server, chosen, before)
+
+
+@contextlib.contextmanager
+def _own_api(project: Path | None) -> Iterator[TemporaryAPI | WarmLease]:
+    """The run's own Prefect API: the project's warm server (started in the background
+    if none runs; see :mod:`sweepflow.services.warm_server`), or with
+    ``SWEEPFLOW_SERVER_IDLE=0`` (or no project) a temporary server that dies with it."""
+    from sweepflow.services.warm_server import idle_seconds, use
+
+    if project is not None and idle_seconds() > 0:
+        with use(project) as lease:
+            yield lease
+        return
+    from sweepflow.services.temporary import TemporaryAPI
+
+    yield TemporaryAPI.start()  # in the working directory, as Prefect would
+
+
+def _leave_api(
+    server: TemporaryAPI | WarmLease | None, chosen: str | None, before: str | None
+) -> None:
+    """Send Prefect's queued reports, stop a temporary server, restore the environment."""
+    try:
+        if server is None or getattr(server, "process", True) is not None:  # it started
+            send_reports()  # while the API still answers
+    finally:
+        if server is not None:
+            server.stop()
+        if chosen or server is not None:
+            _report_to(before)
 
 
 def _report_to(api: str | None) -> None:
@@ -328,7 +350,11 @@ def _prestart(profile: Profile, project: Path) -> None:
 
 
 def _run_flow(
-    *, debug: bool, api: str | None, temporary: TemporaryAPI | None, **parameters: Any
+    *,
+    debug: bool,
+    api: str | None,
+    temporary: TemporaryAPI | WarmLease | None,
+    **parameters: Any,
 ) -> int:
     """:func:`run_in_terminal` once the cluster (if any) and the temporary Prefect server
     (if any) are starting."""
@@ -347,10 +373,14 @@ def _run_flow(
         from sweepflow.tracking.writer import default_tracking_uri, warm_up
 
         warm_up(default_tracking_uri(Path(parameters["job_file"]).parent))
-    if temporary is not None:  # it has started meanwhile; it lives only as long as the run
-        _report_to(temporary.wait(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())))
+    if temporary is not None:  # it has started meanwhile
+        url = temporary.wait(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
+        _report_to(url)
+        if getattr(temporary, "lasting", False):  # the warm server: its links outlive the run
+            api = url
     console = Console(stderr=True)
-    bar = _Bar(console)
+    view = parameters.pop("view", None) or View()
+    bar = _Bar(console) if console.is_terminal else TrialLines(console, view)
     started = time.perf_counter()
     state = None
     interrupted = False
@@ -361,30 +391,24 @@ def _run_flow(
         interrupted = True
     finally:
         bar.stop()
-    _summary(console, bar.outcomes)
-    c = bar.counts
+    _summary(console, bar.outcomes, view)
     ok = state is not None and state.is_completed()
     console.print(
-        ("interrupted: " if interrupted else "")
-        + f"{c['done']} done, {c['cached']} cached, {c['failed']} failed"
-        + (f", {c['pruned']} pruned" if c["pruned"] else "")
-        + (f", {c['cancelled']} not started" if c["cancelled"] else "")
-        + f" in {time.perf_counter() - started:.1f} s",
+        counts_line(bar.counts, time.perf_counter() - started, interrupted),
         style="bold green" if ok else "bold red",
     )
     if interrupted:
         return 130
     if ok and state is not None:
-        from sweepflow.services.database import masked_url
+        from sweepflow.cli.links import mlflow_lines
 
         result = state.result()
         if result.get("best"):
             _best(console, result)
-        console.print(
-            f"MLflow: experiment '{result['experiment']}' at {masked_url(result['tracking_uri'])}",
-            markup=False,
-            soft_wrap=True,
-        )
+        where = Path(parameters["job_file"]).parent if parameters.get("job_file") else None
+        ids = (result.get("experiment_id"), result.get("parent_run"))
+        for line in mlflow_lines(where, result["tracking_uri"], *ids):
+            console.print(line, markup=False, soft_wrap=True)
         if bar.outcomes:
             folder = Path(bar.outcomes[0].workdir).parent
             console.print(f"trial folders (logs, outputs): {folder}", markup=False, soft_wrap=True)

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from sweepflow.cli.options import FileOption, RootGroup, error_line, load_jobfile
+from sweepflow.cli.plot import plot
 from sweepflow.cli.profiles import profile_app
 from sweepflow.cli.results import ls, results
 from sweepflow.cli.servers import deploy, down, status, up
@@ -107,13 +108,23 @@ def run(
             help="Take a cached result even when its trial folder (outputs, logs) is gone.",
         ),
     ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Metrics in the summary table, comma-separated (default: all reported).",
+        ),
+    ] = None,
     file: FileOption = None,
 ) -> int:
     """Run JOB: every trial of its sweep (or its Optuna search) as a cached Prefect task,
     tracked in MLflow."""
+    from sweepflow.cli.summary import view_of
+
     jobfile = load_jobfile(file)
     # Bad input fails here, before anything starts.
     plan = compile_job(jobfile.job(job), overrides or [])
+    view = view_of(job, plan.job, columns, file)
     project = jobfile.path.parent if jobfile.path else None
     from sweepflow.spec.profiles import load_profile
 
@@ -146,13 +157,16 @@ def run(
     if not refresh and plan.space is None and plan.job.cache and project is not None:
         from sweepflow.cli.console import print_cached
 
-        if print_cached(plan, list(extra), project, outputs_check=not no_outputs_check):
+        if print_cached(plan, list(extra), project, not no_outputs_check, view):
             return 0  # every trial cached: nothing to start
     from sweepflow.cli.api_check import check_api
     from sweepflow.cli.preflight import check_before_run
 
     check_api()  # a stale $PREFECT_API_URL: one line naming it, before anything starts
     check_before_run(project)  # a read-only state folder, a bad store: one line, now
+    from sweepflow.services.warm_server import idle_seconds
+
+    idle_seconds()  # a bad $SWEEPFLOW_SERVER_IDLE: one line, before anything starts
     from sweepflow.cli.console import run_in_terminal
 
     return run_in_terminal(
@@ -172,6 +186,7 @@ def run(
         storage=storage,
         max_trials=max_trials,
         outputs_check=not no_outputs_check,
+        view=view,
     )
 
 
@@ -254,6 +269,7 @@ for command in (up, down, status, deploy):
     app.command()(command)
 app.command()(results)
 app.command(name="ls")(ls)
+app.command()(plot)
 app.add_typer(profile_app, name="profile")
 app.add_typer(llc_app, name="llc")
 

@@ -170,6 +170,8 @@ def results(
         columns = ["run_id", "parent_run_id", "status", "start_time", *params, *metrics]
     which = "every sweep" if every else f"sweep {run}" if run else "latest sweep"
     _print(rows, columns, form, f"{name}: {len(rows)} trials ({which})")
+    if rows and form is Format.table:
+        _mlflow_line(file, store, {one.experiment_id for one in collection})
 
 
 # -- ls ------------------------------------------------------------------------------
@@ -191,15 +193,24 @@ def _best(sweep: Any, job: Any) -> str:
     return f"{metric}={(max if high else min)(values):.6g} ({'max' if high else 'min'})"
 
 
-def _links(file: Path | None) -> tuple[str | None, str | None]:
-    """The MLflow UI and Prefect UI of the project's servers, when they answer."""
+def _links(file: Path | None, store: str) -> tuple[str | None, str | None]:
+    """The MLflow UI (of ``store``) and Prefect UI of the project's servers, when they
+    answer."""
+    from sweepflow.cli.links import mlflow_ui
     from sweepflow.services.servers import status
 
-    state = status(project_dir(file))
-    found = [
-        state[n]["url"] if state[n]["state"] == "running" else None for n in ("mlflow", "prefect")
-    ]
-    return found[0], found[1]
+    state = status(project_dir(file))["prefect"]
+    prefect = state["url"] if state["state"] == "running" else None
+    return mlflow_ui(project_dir(file), store), prefect
+
+
+def _mlflow_line(file: Path | None, store: str, experiments: set[str]) -> None:
+    """After a table: the runs view of its one experiment, or how to start the UI."""
+    from sweepflow.cli.links import mlflow_lines
+
+    experiment = next(iter(experiments)) if len(experiments) == 1 else None
+    for line in mlflow_lines(project_dir(file), store, experiment):
+        typer.echo(line, err=True)
 
 
 def ls(
@@ -209,13 +220,14 @@ def ls(
 ) -> None:
     """List past sweeps and searches, oldest first: counts, status, best metric, links."""
     from sweepflow.analysis import sweeps
+    from sweepflow.cli.links import run_page
 
     jobfile = load_jobfile(file)
     names = [jobfile.job(job).key] if job else list(jobfile.jobs)
     store = _store(file)
     every = sweeps(job and names[0], tracking_uri=store)
     every = [one for one in every if one.parent.job in names]
-    mlflow_url, prefect_url = _links(file)
+    mlflow_url, prefect_url = _links(file, store)
     rows = []
     for one in every:
         parent, counts = one.parent, one.counts
@@ -231,7 +243,7 @@ def ls(
                 "failed": counts.get("failed"),
                 "status": parent.status,
                 "best": _best(one, jobfile.jobs.get(parent.job)),
-                "run": f"{mlflow_url}/#/experiments/{parent.experiment_id}/runs/{parent.id}"
+                "run": run_page(mlflow_url, parent.experiment_id, parent.id)
                 if mlflow_url
                 else parent.id,
                 "flow_run": f"{prefect_url}/runs/flow-run/{flow_run}"
@@ -243,3 +255,5 @@ def ls(
         typer.echo(f"no sweeps yet in {store}: run `sweepflow run JOB` first", err=True)
     columns = ["when", "job", "done", "cached", "failed", "status", "best", "run", "flow_run"]
     _print(rows, columns, form, f"{len(rows)} sweeps")
+    if rows and form is Format.table:
+        _mlflow_line(file, store, {one.parent.experiment_id for one in every})

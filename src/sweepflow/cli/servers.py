@@ -3,7 +3,7 @@ and its Prefect deployments."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -106,13 +106,39 @@ def status(file: FileOption = None) -> None:
 
     table = Table()
     for column in ("service", "state", "pid", "URL", "database"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a URL or path whole, never cut
     styles = {"running": "green", "stopped": "dim", "not answering": "red"}
-    for name, row in read_status(project_dir(file)).items():
+    rows = read_status(project_dir(file))
+    for name, row in rows.items():
         pid = str(row["pid"]) if row["pid"] else "-"
         cells = (row["state"], pid, row["url"] or "", row["database"] or "")
         table.add_row(LABELS[name], *cells, style=styles[row["state"]])
     Console(soft_wrap=False).print(table)
+    if warm := rows.get("warm"):
+        _warm_note(warm)
+    from sweepflow.cli.flowruns import failure_lines
+
+    for line in failure_lines(project_dir(file)):  # why deployment runs failed
+        typer.echo(line)
+
+
+def _warm_note(row: dict[str, Any]) -> None:
+    """When the warm Prefect server stops: its idle time, counted from the last run."""
+    import time
+
+    from sweepflow.cli.summary import duration
+
+    if row["state"] == "stopped":
+        return
+    if row["in_use"]:
+        typer.echo("The warm Prefect server is in use by a run.")
+        return
+    idle = float(row["idle"] or 0)
+    since = time.time() - (row["last_used"] or time.time())
+    typer.echo(
+        f"The warm Prefect server stops after {duration(idle)} without a run (last run ended "
+        f"{duration(since)} ago; SWEEPFLOW_SERVER_IDLE sets the time, `sweepflow down` stops it)."
+    )
 
 
 def deploy(

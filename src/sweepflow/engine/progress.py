@@ -17,6 +17,7 @@ __all__ = [
     "TrialOutcome",
     "count_outcomes",
     "current_sink",
+    "metric_columns",
     "outcome_of",
     "sink",
 ]
@@ -31,6 +32,8 @@ class TrialOutcome:
             trial its pruner stopped).
         error: Why it did not finish, or a note on how it did (it ran again because
             its cached result was corrupt; another run ran it); empty if none.
+        params: The trial's parameters by key, as its program received them (the
+            summary's parameter columns); empty for a trial named by its items alone.
     """
 
     index: int
@@ -41,6 +44,7 @@ class TrialOutcome:
     error: str = ""
     workdir: str = ""
     run_id: str = ""
+    params: dict[str, str] = field(default_factory=dict)
 
 
 class ProgressSink(Protocol):
@@ -101,6 +105,7 @@ def outcome_of(spec: Any, status: str, result: Any = None, error: str = "") -> T
         metrics=dict(result.metrics) if result else {},
         error=error,
         workdir=spec.workdir,
+        params=dict(spec.params),
     )
 
 
@@ -111,3 +116,16 @@ def count_outcomes(outcomes: Iterable[TrialOutcome], total: int) -> dict[str, in
         counts[outcome.status] += 1
     counts["total"] = total
     return counts
+
+
+def metric_columns(
+    rows: list[TrialOutcome], target: str | None = None, limit: int = 8
+) -> list[str]:
+    """The metric columns of a trial table: the target metric first (a search's
+    objective; else the first metric a trial reported), then the others by name."""
+    seen: list[str] = []
+    for o in rows:
+        seen.extend(name for name in o.metrics if name not in seen)
+    first = target if target in seen else (seen[0] if seen else None)
+    rest = sorted(name for name in seen if name != first)
+    return ([first] if first else []) + rest[: limit - 1]

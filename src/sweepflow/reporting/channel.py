@@ -16,6 +16,10 @@ Report lines, one JSON object each, append-only, a single writer per file::
     {"kind": "params", "values": {"model.depth": "3"}}
     {"kind": "artifact", "path": "/abs/plot.png", "artifact_path": "plots"}
     {"kind": "pruned", "step": 3}
+    {"kind": "ended"}   (a trial of a batch or submit unit returned; see members)
+
+Inside a batch or ``submit:`` unit every line also names its trial, ``"trial": 2``
+(:mod:`sweepflow.reporting.members`).
 
 An ``artifact_path`` is a folder inside the run's artifacts, normalised
 (:func:`artifact_folder`); one that is absolute or leaves them is refused in the
@@ -40,6 +44,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from sweepflow.errors import SweepflowError
+from sweepflow.reporting import members
 
 # Type checkers read this as True; at run time it spares every trial importing `typing`.
 TYPE_CHECKING = False
@@ -67,6 +72,7 @@ __all__ = [
     "report_path",
     "reporting_to",
     "should_prune",
+    "trial_ended",
     "trial_setting",
     "unflatten",
 ]
@@ -219,7 +225,11 @@ def reporting_to(path: str | Path, env: dict[str, str] | None = None) -> Iterato
 
 
 def _append(path: str, record: dict[str, Any]) -> None:
-    """Append one JSON line with a single write (flushed: no buffering in between)."""
+    """Append one JSON line with a single write (flushed: no buffering in between),
+    tagged with the trial it is for inside a batch or submit unit (see :mod:`.members`)."""
+    position = members.current(trial_setting)
+    if position is not None:
+        record = {**record, "trial": position}
     line = (json.dumps(record, ensure_ascii=False, allow_nan=True) + "\n").encode()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -309,6 +319,14 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
         return
     if values:
         _by_hand().log_metrics(values, step=step)
+
+
+def trial_ended() -> None:
+    """Record that the program of one trial of a batch or ``submit:`` unit returned
+    (``@sweepflow.main`` calls it): that trial is done even if the unit fails later."""
+    report = report_path()
+    if report and members.current(trial_setting) is not None:
+        _append(report, {"kind": "ended"})
 
 
 def should_prune() -> bool:

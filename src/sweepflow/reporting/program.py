@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from sweepflow.errors import SweepflowError
+from sweepflow.reporting import members
 from sweepflow.reporting.channel import (
     by_hand_experiment_id,
     flatten,
@@ -40,6 +41,8 @@ from sweepflow.reporting.channel import (
     log_artifact,
     log_params,
     report_path,
+    trial_ended,
+    trial_setting,
 )
 
 __all__ = ["ConfigError", "config_keys", "main", "parse_config", "unquote"]
@@ -321,10 +324,16 @@ def _under_sweepflow(function: Callable[[C, Path], R], config: C, given: Mapping
         if in_process()
         else Path(os.environ.get("SWEEPFLOW_TRIAL_DIR") or report.parent).resolve()
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    log_params(_params(config, given))
-    log_artifact(_write_config(config, folder))
-    return function(config, folder)
+    with members.given(given):  # inside a batch or submit unit: which trial this is
+        position = members.current(trial_setting)
+        if position is not None:  # the unit's trials share its folder: one each
+            folder = folder / "trials" / str(position)
+        folder.mkdir(parents=True, exist_ok=True)
+        log_params(_params(config, given))
+        log_artifact(_write_config(config, folder))
+        result = function(config, folder)
+        trial_ended()
+        return result
 
 
 def _by_hand(function: Callable[[C, Path], R], config: C, given: Mapping[str, str]) -> R:

@@ -49,6 +49,7 @@ class Report(BaseModel):
     artifacts: tuple[ArtifactEntry, ...] = ()
     problems: tuple[str, ...] = ()
     pruned: int | None = None  # the step at which the search's pruner stopped the trial
+    ended: bool = False  # a trial of a batch or submit unit: its program returned
 
 
 def _parse(record: Any) -> tuple[str, Any]:
@@ -83,7 +84,9 @@ def _parse(record: Any) -> tuple[str, Any]:
         if isinstance(step, bool) or not isinstance(step, int):
             raise ValueError(f"a pruned line needs 'step' (int), got {step!r}")
         return kind, step
-    raise ValueError(f"unknown kind {kind!r} (expected metrics, params, artifact or pruned)")
+    if kind == "ended":
+        return kind, True
+    raise ValueError(f"unknown kind {kind!r} (expected metrics, params, artifact, pruned or ended)")
 
 
 def read_report(path: str | Path) -> Report:
@@ -106,6 +109,7 @@ def read_report(path: str | Path) -> Report:
     artifacts: list[ArtifactEntry] = []
     problems: list[str] = []
     pruned: int | None = None
+    ended = False
     lines = data.split(b"\n")
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -123,6 +127,8 @@ def read_report(path: str | Path) -> Report:
             params.update(payload)
         elif kind == "pruned":
             pruned = payload
+        elif kind == "ended":
+            ended = True
         else:
             artifacts.append(payload)
     return Report(
@@ -131,4 +137,5 @@ def read_report(path: str | Path) -> Report:
         artifacts=tuple(artifacts),
         problems=tuple(problems),
         pruned=pruned,
+        ended=ended,
     )

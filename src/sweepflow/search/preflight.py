@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweepflow.errors import JobError
+from sweepflow.search.complete import complete_study
 from sweepflow.search.locations import ACCEPTED, shown, storage_file, storage_problem
 
 if TYPE_CHECKING:
@@ -59,14 +60,10 @@ def check_search(
     if missing:
         raise job.error(f"cannot open its optimize.storage: {missing}", "optimize", "storage")
     total = n_trials or settings.n_trials or space.grid_size() or 20
-    finished = _finished(location, name) if look else None
-    if finished is None or finished < total:
+    if not look:
         return None
-    return (
-        f"study '{name}' already holds {finished} of {total} trials (in {shown(location)}): "
-        f"nothing to run; see `sweepflow study {job.key}`, or extend it with --n-trials "
-        f"{total + 10}"
-    )
+    done = complete_study(job.key, location, name, total, settings.metrics)
+    return None if done is None else done.message()
 
 
 def _driver_problem(location: str) -> str | None:
@@ -89,20 +86,3 @@ def _driver_problem(location: str) -> str | None:
             "driver after '+' (postgresql+psycopg://...)"
         )
     return None
-
-
-def _finished(location: str, name: str) -> int | None:
-    """The trials of study ``name`` that count towards ``n_trials``, if its storage is
-    a file that exists and holds it; else None."""
-    path = storage_file(location)
-    if path is None or not path.is_file():
-        return None
-    import optuna
-
-    from sweepflow.search.study import counted, open_storage
-
-    try:
-        study = optuna.load_study(study_name=name, storage=open_storage(location))
-    except Exception:  # no such study, or one the flow reports on properly: start it
-        return None
-    return sum(map(counted, study.get_trials(deepcopy=False)))

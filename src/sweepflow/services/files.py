@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweepflow.errors import SweepflowError
 from sweepflow.settings import state_dir
 
 HOST = "127.0.0.1"  # every server binds here
@@ -41,6 +42,10 @@ MARKER_ENV = "SWEEPFLOW_SERVICE"  # the proof that sweepflow started a process
 # Popen objects of the processes this interpreter started: kept so they are reaped
 # (no zombies, no ResourceWarning) when a test calls up() and down() in one process.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class ServerStartError(SweepflowError, RuntimeError):
+    """A server did not come up; the message names the log file to read."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,13 @@ class _Layout:
 # ---------------------------------------------------------------------------
 # Public functions
 # ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nobody listens on now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
 
 
 def _port_free(port: int) -> bool:

@@ -42,6 +42,7 @@ from sweepflow.services.database import (
 )
 from sweepflow.services.files import (
     HOST,
+    ServerStartError,
     _answers,
     _last_line,
     _launch,
@@ -77,6 +78,7 @@ DEFAULT_MLFLOW_PORT = 5000
 
 SERVICES = ("prefect", "worker", "mlflow")  # start order; stopped in reverse
 LABELS = {"prefect": "Prefect server", "worker": "Prefect worker", "mlflow": "MLflow UI"}
+LABELS["warm"] = "Prefect (warm)"  # the one runs start without `up`: warm_server
 _PORT_OPTION = {"prefect": "--prefect-port", "mlflow": "--mlflow-port"}
 _PORT_ENV = {"prefect": "SWEEPFLOW_PREFECT_PORT", "mlflow": "SWEEPFLOW_MLFLOW_PORT"}
 _DEFAULT_PORT = {"prefect": DEFAULT_PREFECT_PORT, "mlflow": DEFAULT_MLFLOW_PORT}
@@ -84,10 +86,6 @@ _DEFAULT_PORT = {"prefect": DEFAULT_PREFECT_PORT, "mlflow": DEFAULT_MLFLOW_PORT}
 
 class PortInUseError(SweepflowError, OSError):
     """A port that ``sweepflow up`` needs is taken by another program."""
-
-
-class ServerStartError(SweepflowError, RuntimeError):
-    """A server did not come up; the message names the log file to read."""
 
 
 def configured_api_url(project_dir: str | Path | None = None) -> str | None:
@@ -150,6 +148,10 @@ def up(
     project = Path(project_dir or ".").resolve()
     layout = _Layout.of(project)
     db, source = chosen_database(database)  # a bad URL stops here, before the lock
+    if db is None:  # the warm server's database is the one this server takes over
+        from sweepflow.services.warm_server import stop_if_unused
+
+        stop_if_unused(project)
     with _locked(layout):
         return _up(layout, project, prefect_port, mlflow_port, worker, mlflow, timeout, db, source)
 
@@ -255,6 +257,9 @@ def down(project_dir: str | Path | None = None, *, grace: float = 10.0) -> dict[
         project_dir: Folder of the job file (default: the working directory).
         grace: Seconds to wait after SIGTERM before SIGKILL.
 
+    Also stops the warm Prefect server that runs start without ``up``
+    (:mod:`sweepflow.services.warm_server`), even while a run uses it.
+
     Returns:
         For each service with a pid file: ``stopped`` or ``not running``.
     """
@@ -273,6 +278,10 @@ def down(project_dir: str | Path | None = None, *, grace: float = 10.0) -> dict[
             layout.pid(name).unlink(missing_ok=True)
         layout.record.unlink(missing_ok=True)
         layout.env.unlink(missing_ok=True)
+    from sweepflow.services.warm_server import stop as stop_warm
+
+    if (warm := stop_warm(project_dir, grace)) is not None:
+        outcome["warm"] = warm
     return outcome
 
 
@@ -286,7 +295,8 @@ def status(project_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
         For ``prefect``, ``worker`` and ``mlflow``: ``state``, ``pid`` (None when
         stopped), ``url`` (None when unknown) and ``database``: where the Prefect
         server and the MLflow UI keep their data, password hidden (None for the
-        worker, or when unknown).
+        worker, or when unknown). Also ``warm`` once a run started the warm Prefect
+        server (:func:`sweepflow.services.warm_server.warm_status`).
     """
     layout = _Layout.of(project_dir)
     record = _read_record(layout)
@@ -306,6 +316,10 @@ def status(project_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
         rows[name] = {"state": state, "pid": proc.pid if proc else None, "url": url}
         store = entry.get("database") if name == "prefect" else entry.get("tracking_uri")
         rows[name]["database"] = masked_url(store) if store else None
+    from sweepflow.services.warm_server import warm_status
+
+    if (warm := warm_status(project_dir)) is not None:
+        rows["warm"] = warm
     return rows
 
 
@@ -410,8 +424,9 @@ def _start_worker(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "MLFLOW_TRACKING_URI": uri,  # flow runs log where the UI looks
     }
-    # prefect.yaml's pull step: `{{ $SWEEPFLOW_PROJECT_DIR }}` left unresolved by
-    # `prefect deploy` is filled in from the worker's environment.
+    # The project folder, for flows and pull steps that ask (deployments made from an
+    # older prefect.yaml enter it). Not where the code is: prefect.yaml's pull step
+    # finds `flows/` itself (deployments.steps.enter_code_root).
     env.setdefault("SWEEPFLOW_PROJECT_DIR", str(cwd))
     record["worker"] = _launch(layout, "worker", argv, env, cwd)
     record["worker"] |= {"pool": POOL, "name": name}

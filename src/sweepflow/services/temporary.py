@@ -23,7 +23,6 @@ Standard library only: Prefect runs in the child.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,8 +32,7 @@ from pathlib import Path
 from typing import IO
 
 from sweepflow.execution.lifetime import popen_for_life
-from sweepflow.services.files import HOST, _answers
-from sweepflow.services.servers import ServerStartError
+from sweepflow.services.files import HOST, ServerStartError, _answers, free_port
 
 __all__ = ["TemporaryAPI"]
 
@@ -43,13 +41,6 @@ __all__ = ["TemporaryAPI"]
 _SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
 _SERVER_ENV["PREFECT__SERVER_FINAL"] = "1"
 _TRIES = 3  # ports taken between choosing and binding (another program was faster)
-
-
-def _free_port() -> int:
-    """A port on 127.0.0.1 that nobody listens on now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class TemporaryAPI:
@@ -79,7 +70,7 @@ class TemporaryAPI:
         return f"http://{HOST}:{self.port}/api"
 
     def _launch(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         package = find_spec("prefect")  # its folder, without importing it
         site = Path(next(iter(package.submodule_search_locations or []))).parent if package else ""
         argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(site)]

@@ -30,7 +30,7 @@ from sweepflow.execution.lifetime import pid_alive
 from sweepflow.faults import is_disk_full
 from sweepflow.tracking._bulk import BulkStore
 from sweepflow.tracking._client import ClientStore
-from sweepflow.tracking.records import Finished, NewRun, cleaned, new_run, new_run_id
+from sweepflow.tracking.records import Finished, NewRun, cleaned, new_run, new_run_id, run_name
 from sweepflow.tracking.stores import open_client, open_direct, warm_up
 from sweepflow.tracking.uri import default_tracking_uri, experiment_location
 
@@ -47,6 +47,10 @@ __all__ = [
 
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1000)
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
 
 
 class Tracker:
@@ -88,8 +92,13 @@ class Tracker:
         return ClientStore(self.uri, self.client)
 
     # -- parent run ------------------------------------------------------------------
-    def start_parent(self, params: dict[str, str], tags: dict[str, str]) -> str:
-        """Open the parent run of this execution, with its params; return its id."""
+    def start_parent(
+        self, params: dict[str, str], tags: dict[str, str], size: int | None = None
+    ) -> str:
+        """Open the parent run of this execution, with its params; return its id.
+
+        Named by the job, what was asked for and the number of trials (``size``, else
+        a search's ``n_trials`` param): ``train lr=0.1: 6 trials``."""
         tags = {
             **tags,
             "sweepflow.role": "parent",
@@ -98,15 +107,28 @@ class Tracker:
             "sweepflow.pid": str(os.getpid()),
         }
         # Named by what was asked for ("train lr=0.1"), so runs of one job tell apart.
-        name = " ".join(filter(None, (self.job, params.get("overrides"), params.get("extra"))))
+        asked = " ".join(filter(None, (params.get("overrides"), params.get("extra"))))
+        name = " ".join(filter(None, (self.job, run_name({}, None, asked))))
+        size = size if size is not None else _int(params.get("n_trials"))
+        name += "" if size is None else f": {size} trial{'s' if size != 1 else ''}"
         run = new_run(new_run_id(), name, tags, params, int(time.time() * 1000))
         return self.store.create(self.experiment_id, [run])[0]
 
-    def finish_parent(self, run_id: str, counts: dict[str, int], status: str) -> None:
-        """Record the trial counts and close the parent run."""
+    def finish_parent(
+        self,
+        run_id: str,
+        counts: dict[str, int],
+        status: str,
+        summary: Finished | None = None,
+    ) -> None:
+        """Record the trial counts (metrics ``trials_<status>``) and what ``summary``
+        holds (the best trial: metrics, params, tags), and close the parent run."""
         now = int(time.time() * 1000)
         rows = [(f"trials_{k}", float(v), 0, now) for k, v in counts.items()]
-        self.write([Finished(run_id, status, now, metrics=rows)])
+        extra = summary or Finished(run_id, status, now)
+        rows += [(k, v, step, ts or now) for k, v, step, ts in extra.metrics]
+        record = Finished(run_id, status, now, extra.params, rows, extra.tags)
+        self.write([record])
 
     def log_text(self, run_id: str, name: str, text: str) -> None:
         """Save ``text`` as the artifact file ``name`` of ``run_id``."""
@@ -121,8 +143,10 @@ class Tracker:
         index: int | None = None,
         status: str = "RUNNING",
     ) -> NewRun:
-        """The new child run of a trial: named by its label, tagged, with its params."""
-        name = tags.get("sweepflow.label", "") or f"{self.job}[{'' if index is None else index}]"
+        """The new child run of a trial: named by its tag ``mlflow.runName`` if given,
+        else by its label; tagged, with its params."""
+        name = tags.get("mlflow.runName") or tags.get("sweepflow.label", "")
+        name = name or f"{self.job}[{'' if index is None else index}]"
         tags = {**tags, "sweepflow.role": "trial", "sweepflow.job": self.job}
         tags["mlflow.parentRunId"] = parent_id
         now = int(time.time() * 1000)
