@@ -7,11 +7,17 @@ by ``prefect_test_harness``) and hand its URL to any ``sweepflow`` subprocess th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+# A `sweepflow run` without PREFECT_API_URL starts the project's warm Prefect server,
+# which waits 20 minutes for the next run; a test's project is gone by then. Tests that
+# check the warm server set their own idle time (tests/test_warm_server.py).
+os.environ.setdefault("SWEEPFLOW_SERVER_IDLE", "10s")
 
 # Environment the API (and the children that reach it) run under; set before Prefect
 # reads its settings.
@@ -225,3 +231,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marked = {mark.name for mark in item.iter_markers()}
         if fixtures & _E2E_FIXTURES or marked & _E2E_MARKERS:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def prefect_home(tmp_path: Path) -> Iterator[Path]:
+    """A Prefect home of this test's own; the processes started with it are killed at
+    the end (see ``tests/processes.py``)."""
+    from processes import kill_all
+
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    yield home
+    kill_all(home)

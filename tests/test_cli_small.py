@@ -5,7 +5,6 @@ descriptions in ``--help``, shell completion, a stale ``PREFECT_API_URL``, and
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sweepflow.cli.main import main
+from sweepflow.services.files import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,12 +61,6 @@ def _sweepflow(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_help_shows_whole_command_descriptions() -> None:
     done = _sweepflow("--help", COLUMNS="80")
     assert done.returncode == 0, done.stderr
@@ -77,6 +71,21 @@ def test_help_shows_whole_command_descriptions() -> None:
     assert "Print the resolved job (defaults filled in, sets parsed and merged) as YAML." in text
     assert "Register one deployment 'run-job/<job>' per job (updates existing ones)." in text
     assert all(len(line) <= 80 for line in done.stdout.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("app", "description"),
+    [
+        ("llc", "Estimate the LLC of TARGET with SAMPLER; print it, write llc.json and PNG plots."),
+        ("profile", "Print the resolved profile as YAML; for SLURM, then the job script of each"),
+    ],
+)
+def test_sub_app_help_shows_whole_command_descriptions(app: str, description: str) -> None:
+    done = _sweepflow(app, "--help", COLUMNS="80")
+    assert done.returncode == 0, done.stderr
+    commands = done.stdout.partition("Commands:")[2]
+    assert commands and "..." not in commands and "…" not in commands
+    assert description in " ".join(commands.split())
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
@@ -102,7 +111,7 @@ def test_completion_completes_commands_after_debug() -> None:
 
 @pytest.mark.parametrize("command", [["run", "tune"], ["deploy", "deployed"]], ids=str)
 def test_a_stale_prefect_api_url_fails_in_one_line(project: Path, command: list[str]) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/api"
+    url = f"http://127.0.0.1:{free_ports(1)[0]}/api"
     done = _sweepflow(*command, PREFECT_API_URL=url)
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()

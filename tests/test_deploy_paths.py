@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 
 import sweepflow
+from sweepflow.services.files import free_ports
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(900)]
 
@@ -97,14 +97,6 @@ class Servers:
                 time.sleep(1)
 
 
-def _free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
 @contextlib.contextmanager
 def _servers(cwd: Path, home: Path) -> Iterator[Servers]:
     """``sweepflow up --no-mlflow`` in ``cwd`` (state in ``home``); ``down`` after."""
@@ -112,7 +104,7 @@ def _servers(cwd: Path, home: Path) -> Iterator[Servers]:
     env.pop("SWEEPFLOW_PROJECT_DIR", None)
     env |= {"SWEEPFLOW_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env |= {"COLUMNS": "400", "NO_COLOR": "1"}
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     servers = Servers(cwd, env, f"http://127.0.0.1:{port}/api")
     try:
         done = servers.sweepflow("up", "--no-mlflow", "--prefect-port", str(port))

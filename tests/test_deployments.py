@@ -8,12 +8,10 @@ file order as one scenario; each names what it needs from the ones before.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ import psutil
 import pytest
 
 import sweepflow
+from sweepflow.services.files import free_ports
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(900)]
 
@@ -69,14 +68,6 @@ time.sleep(1.5)
 with calls.open("a") as f:
     f.write(f"end {sys.argv[1]}\\n")
 """
-
-
-def _free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 @dataclass
@@ -167,7 +158,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     env |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200", "NO_COLOR": "1"}
     source_root = str(Path(sweepflow.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
-    prefect_port, mlflow_port = _free_ports(2)
+    prefect_port, mlflow_port = free_ports(2)
     argv = [sys.executable, "-m", "sweepflow", "up"]
     argv += ["--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
     try:

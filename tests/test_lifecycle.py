@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,9 +31,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from processes import ours, wait_for
 
 import sweepflow
 from sweepflow.execution.lifetime import popen_for_life, with_parent_death
+from sweepflow.services.files import free_ports
 
 SOURCE_ROOT = str(Path(sweepflow.__file__).resolve().parents[1])
 # The console script's own entry (its quick exit included), as a user's shell runs it.
@@ -76,27 +77,6 @@ def _environment(prefect_home: Path, **extra: str) -> dict[str, str]:
     return env | extra
 
 
-def _ours(prefect_home: Path) -> list[psutil.Process]:
-    """Live processes started with this test's ``PREFECT_HOME`` (and nobody else's)."""
-    found = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if process.environ().get("PREFECT_HOME") == str(prefect_home):
-                found.append(process)
-    return found
-
-
-@pytest.fixture
-def prefect_home(tmp_path: Path) -> Iterator[Path]:
-    """A Prefect home of this test's own; its processes are killed at the end."""
-    home = tmp_path / "prefect-home"
-    home.mkdir()
-    yield home
-    for process in _ours(home):
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     folder = tmp_path / "my project"
@@ -105,25 +85,10 @@ def project(tmp_path: Path) -> Path:
     return folder
 
 
-def _wait_for(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout:g} s: {what}")
-
-
 def _command_line(process: psutil.Process) -> str:
     with contextlib.suppress(psutil.Error):
         return " ".join(process.cmdline())
     return ""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------
@@ -189,7 +154,7 @@ def test_sigkill_of_run_takes_its_prefect_server_and_trials(
             trials = sum("time.sleep(120)" in line for line in lines)
             return children if server and trials == 2 else []
 
-        children = _wait_for(started, 120, "a Prefect server and two trials under the driver")
+        children = wait_for(started, 120, "a Prefect server and two trials under the driver")
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         _, alive = psutil.wait_procs(children, timeout=5)
@@ -219,7 +184,7 @@ def _api_logs(api: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.servers
 def test_failed_run_beside_sweepflow_up_starts_no_server(project: Path, prefect_home: Path) -> None:
-    port = _free_port()
+    port = free_ports(1)[0]
     env = _environment(prefect_home, SWEEPFLOW_PREFECT_PORT=str(port))
     up = subprocess.run(
         [*ENTRY, "up", "--no-mlflow"], cwd=project, env=env, capture_output=True, timeout=180
@@ -238,7 +203,7 @@ def test_failed_run_beside_sweepflow_up_starts_no_server(project: Path, prefect_
             output, _ = run.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             run.kill()
-            holders = [_command_line(p)[:120] for p in _ours(prefect_home)]
+            holders = [_command_line(p)[:120] for p in ours(prefect_home)]
             raise AssertionError(
                 "the pipe of `sweepflow run` stayed open after the run; held by:\n"
                 + "\n".join(holders)
@@ -246,7 +211,7 @@ def test_failed_run_beside_sweepflow_up_starts_no_server(project: Path, prefect_
         text = output.decode(errors="replace")
         assert run.returncode == 1, text
         assert "Error logging to API" not in text
-        temporary = [p for p in _ours(prefect_home) if SERVER in _command_line(p)]
+        temporary = [p for p in ours(prefect_home) if SERVER in _command_line(p)]
         assert not temporary, "a temporary Prefect server was started beside `sweepflow up`"
         # The trial's output, logged from its output thread, went to the project's server.
         logs = _api_logs(f"http://127.0.0.1:{port}/api")
@@ -309,7 +274,7 @@ def _run_fast(project: Path, prefect_home: Path, *prefix: str, **extra: str) -> 
         timeout=60,
     )
     assert time.monotonic() - started < 20, "took as long as starting Prefect"
-    assert not _ours(prefect_home)
+    assert not ours(prefect_home)
     assert not (prefect_home / "prefect.db").exists(), "Prefect started"
     return done.returncode, done.stderr
 

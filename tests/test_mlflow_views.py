@@ -7,9 +7,7 @@ back with ``mlflow.MlflowClient``; then the project's real MLflow UI (``sweepflo
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +21,7 @@ import pytest
 
 import sweepflow
 from sweepflow.cli.links import run_page, runs_view
+from sweepflow.services.files import free_ports
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -59,15 +58,6 @@ def sweepflow_cmd(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "sweepflow", *args],
         cwd=folder, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on now, all different."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def get(url: str) -> int:

@@ -3,6 +3,7 @@ Prefect flow run: the pure series/scale rules first, then real sweeps."""
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 import subprocess
@@ -192,17 +193,26 @@ def test_no_plot_no_matplotlib() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_a_failing_plot_is_a_warning(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_plot_is_a_warning(tmp_path: Path) -> None:
     def broken(*args: Any) -> None:
         raise OSError("artifact store is read-only")
 
     tracker = SimpleNamespace(client=SimpleNamespace(log_artifact=broken))
     specs = [SimpleNamespace(params={"lr": lr}) for lr in ("0.1", "0.2")]
     rows = [SimpleNamespace(status="done", metrics={"loss": 1.0}) for _ in specs]
-    assert publish_sweep_plot(tracker, "parent", "fit", specs, rows, tmp_path) is None
-    logged = capfd.readouterr().err  # Prefect's logging setup writes to stderr
-    assert "WARNING" in logged
-    assert "no plot of the sweep of 'fit': OSError: artifact store is read-only" in logged
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("sweepflow.reporting.plots")  # Prefect's config: no propagation
+    logger.addHandler(handler)
+    try:
+        assert publish_sweep_plot(tracker, "parent", "fit", specs, rows, tmp_path) is None
+    finally:
+        logger.removeHandler(handler)
+    (record,) = records
+    assert record.levelname == "WARNING"
+    expected = "no plot of the sweep of 'fit': OSError: artifact store is read-only"
+    assert record.getMessage() == expected
 
 
 # -- real sweeps ----------------------------------------------------------------------

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import sweepflow
 from sweepflow.cli.main import main
 from sweepflow.services import servers
 from sweepflow.services.database import Postgres, chosen_database, masked_url
+from sweepflow.services.files import free_ports
 from sweepflow.tracking.uri import default_tracking_uri, sqlite_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,14 +57,6 @@ def trivial(args):
     x = int(args[0].split("=", 1)[1])
     return {"y": float(x % 7)}
 """
-
-
-def free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def _has_postgres() -> bool:

@@ -121,7 +121,11 @@ def test_second_sweep_all_and_ls(
         ("fit", 0, 6, 0),
         ("fit", 3, 0, 0),
     ]
-    assert [s["best"] for s in sweeps] == ["depth_seen=1 (min)"] * 3
+    # The best value each sweep's parent run records: its target metric (the first one
+    # its trials reported), lowest value among its trials, cached ones included.
+    for one in sweeps:
+        _, out, _ = cli(capsys, "results", "fit", "--run", one["run"], "--format", "json")
+        assert one["best"] == f"loss={min(row['loss'] for row in json.loads(out)):g} (min)"
     assert {s["status"] for s in sweeps} == {"FINISHED"} and all(s["flow_run"] for s in sweeps)
     cached = sweeps[1]["run"]
     _, out, _ = cli(capsys, "results", "fit", "--run", cached, "--format", "json")
@@ -130,7 +134,7 @@ def test_second_sweep_all_and_ls(
 
     monkeypatch.setenv("COLUMNS", "250")  # rich folds cells to the terminal's width
     code, out, _ = cli(capsys, "ls", "fit")
-    assert code == 0 and "3 sweeps" in out and "depth_seen=1 (min)" in out
+    assert code == 0 and "3 sweeps" in out and "loss=0.1 (min)" in out
     print(out)  # for the eye: pytest -s
     code, out, _ = cli(capsys, "results", "fit", "--sort", "loss")
     print(out)
@@ -152,5 +156,10 @@ def test_ls_best_is_the_optimize_metric(swept: Path) -> None:
 
     (sweep,) = sweeps("fit", tracking_uri=_uri(swept))
     search = SimpleNamespace(optimize=SimpleNamespace(metrics=("loss",), directions=("maximize",)))
+    # What the parent run records wins: the sweep's target, the first metric reported.
+    assert _best(sweep, search) == "loss=0.1 (min)"
+    # A parent without it (an older sweep): the job's optimize metric, else the first
+    # metric by name, read from the trials.
+    sweep.parent.tags.pop("sweepflow.best_metric")
     assert _best(sweep, search) == "loss=1.5 (max)"
     assert _best(sweep, SimpleNamespace(optimize=None)) == "depth_seen=1 (min)"

@@ -11,7 +11,6 @@ store MLflow cannot open). PostgreSQL: ``tests/test_postgres.py``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -30,20 +29,12 @@ import pytest
 import sweepflow
 from sweepflow.cli.main import main
 from sweepflow.services import servers
+from sweepflow.services.files import free_ports
 from sweepflow.tracking.uri import default_tracking_uri, ensure_experiment
 
 pytestmark = pytest.mark.servers
 
 _ENV = ("SWEEPFLOW_HOME", "MLFLOW_TRACKING_URI", "SWEEPFLOW_PREFECT_PORT", "SWEEPFLOW_MLFLOW_PORT")
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on now (the kernel's choice for port 0), all different."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def get(url: str, timeout: float = 5) -> bytes:

@@ -14,10 +14,8 @@ first reported) is not the alphabetically first one, so a table sorted by name f
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,6 +25,8 @@ from typing import Any
 
 import pytest
 from browser import Browser
+
+from sweepflow.services.files import free_ports
 
 pytestmark = [pytest.mark.browser, pytest.mark.servers]
 
@@ -85,14 +85,6 @@ class Swept:
     prefect: str  # the flow run's page
 
 
-def _free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
 def _sweepflow(folder: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``python -m sweepflow ARGS`` in ``folder``, as a user in a fresh shell: no
     Prefect API or MLflow store configured, so the run reports to the project's servers."""
@@ -120,7 +112,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swept]:
     folder.mkdir()
     (folder / "objective.py").write_text(OBJECTIVE)
     (folder / "sweepflow.yaml").write_text(JOBS)
-    prefect_port, mlflow_port = _free_ports(2)
+    prefect_port, mlflow_port = free_ports(2)
     ports = ["--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
     try:
         up = _sweepflow(folder, "up", *ports, "--no-worker")

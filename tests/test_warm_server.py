@@ -12,19 +12,19 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from processes import named, ours, wait_for
 
+from sweepflow.services.files import free_ports
 from sweepflow.services.warm_server import IdleSettingError, idle_seconds
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
@@ -46,39 +46,11 @@ jobs:
 
 
 @pytest.fixture
-def prefect_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "prefect-home"
-    home.mkdir()
-    yield home
-    for process in _ours(home):
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-
-
-@pytest.fixture
 def project(tmp_path: Path) -> Path:
     folder = tmp_path / "my project"
     folder.mkdir()
     (folder / "sweepflow.yaml").write_text(textwrap.dedent(JOBS).lstrip())
     return folder
-
-
-def _ours(home: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if process.environ().get("PREFECT_HOME") == str(home):
-                found.append(process)
-    return found
-
-
-def _named(home: Path, text: str) -> list[psutil.Process]:
-    found = []
-    for process in _ours(home):
-        with contextlib.suppress(psutil.Error):
-            if text in " ".join(process.cmdline()):
-                found.append(process)
-    return found
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
@@ -99,15 +71,6 @@ def _sweepflow(
         [*ENTRY, *args], cwd=project, env=_env(home, **extra), capture_output=True, text=True,
         timeout=240, check=False,
     )  # fmt: skip
-
-
-def _wait_for(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout:g} s: {what}")
 
 
 def _record(project: Path) -> dict[str, object]:
@@ -139,7 +102,7 @@ def test_second_run_reuses_the_warm_server_shown_by_status_and_stopped_by_down(
     second = _sweepflow(project, prefect_home, "run", "quick", "--refresh")
     assert second.returncode == 0, second.stderr
     assert _record(project)["pid"] == record["pid"], "the second run started another server"
-    assert len(_named(prefect_home, SERVER)) == 1
+    assert len(named(prefect_home, SERVER)) == 1
     for done in (first, second):
         assert "Error logging to API" not in done.stdout + done.stderr
     # Both runs, with their trial's output, are in the warm server's database.
@@ -151,8 +114,8 @@ def test_second_run_reuses_the_warm_server_shown_by_status_and_stopped_by_down(
 
     down = _sweepflow(project, prefect_home, "down")
     assert "Prefect (warm): stopped" in down.stdout
-    _wait_for(lambda: not _named(prefect_home, SERVER), 15, "the warm server gone after down")
-    assert not _named(prefect_home, SUPERVISOR)
+    wait_for(lambda: not named(prefect_home, SERVER), 15, "the warm server gone after down")
+    wait_for(lambda: not named(prefect_home, SUPERVISOR), 10, "its supervisor gone too")
     assert "Prefect (warm)" not in _sweepflow(project, prefect_home, "status").stdout
 
 
@@ -168,8 +131,8 @@ def test_an_unused_server_stops_after_the_idle_time_not_during_a_run(
     # The trial took 6 s, far past the idle time: the server was kept while the run held
     # its lease (the run would have failed reporting its end otherwise).
     assert b"Error logging to API" not in output
-    _wait_for(lambda: not _named(prefect_home, SERVER), 20, "the server stopped once idle")
-    assert not _named(prefect_home, SUPERVISOR)
+    wait_for(lambda: not named(prefect_home, SERVER), 20, "the server stopped once idle")
+    wait_for(lambda: not named(prefect_home, SUPERVISOR), 10, "its supervisor gone too")
     assert not _record(project)
     assert not (project / ".sweepflow" / "servers" / "warm.pid").exists()
     # The next run starts a fresh one.
@@ -185,14 +148,14 @@ def test_a_killed_driver_frees_the_server_and_a_killed_supervisor_takes_it_along
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_for(lambda: _named(prefect_home, "time.sleep(120)"), 120, "the trial running")
+        wait_for(lambda: named(prefect_home, "time.sleep(120)"), 120, "the trial running")
         time.sleep(4)  # past the idle time: held by the run
-        assert _named(prefect_home, SERVER), "the server stopped while a run used it"
+        assert named(prefect_home, SERVER), "the server stopped while a run used it"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         # The kernel dropped the run's lease: the server stops after its idle time.
-        _wait_for(lambda: not _named(prefect_home, SERVER), 30, "the server stopped once idle")
-        assert not _named(prefect_home, "time.sleep(120)"), "the trial outlived its driver"
+        wait_for(lambda: not named(prefect_home, SERVER), 30, "the server stopped once idle")
+        assert not named(prefect_home, "time.sleep(120)"), "the trial outlived its driver"
     finally:
         driver.kill()
         driver.wait()
@@ -214,16 +177,16 @@ def test_a_killed_driver_frees_the_server_and_a_killed_supervisor_takes_it_along
 
 def test_up_takes_over_from_an_unused_warm_server(project: Path, prefect_home: Path) -> None:
     assert _sweepflow(project, prefect_home, "run", "quick").returncode == 0
-    assert _named(prefect_home, SUPERVISOR)
-    port = _free_port()
+    assert named(prefect_home, SUPERVISOR)
+    port = free_ports(1)[0]
     up = _sweepflow(project, prefect_home, "up", "--no-mlflow", "--no-worker",
                     SWEEPFLOW_PREFECT_PORT=str(port))  # fmt: skip
     try:
         assert up.returncode == 0, up.stderr
-        _wait_for(lambda: not _named(prefect_home, SUPERVISOR), 15, "the warm server stopped")
+        wait_for(lambda: not named(prefect_home, SUPERVISOR), 15, "the warm server stopped")
         run = _sweepflow(project, prefect_home, "run", "quick", "--refresh")
         assert f"Prefect: http://127.0.0.1:{port}/runs/flow-run/" in run.stderr, run.stderr
-        assert not _named(prefect_home, SUPERVISOR), "a warm server started beside `up`"
+        assert not named(prefect_home, SUPERVISOR), "a warm server started beside `up`"
         # The lasting server has the warm one's database: the earlier run is there too.
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/flow_runs/count", data=b"{}",
@@ -235,12 +198,6 @@ def test_up_takes_over_from_an_unused_warm_server(project: Path, prefect_home: P
         _sweepflow(project, prefect_home, "down")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_bad_idle_time_is_one_line_before_anything_starts(
     project: Path, prefect_home: Path
 ) -> None:
@@ -250,4 +207,4 @@ def test_a_bad_idle_time_is_one_line_before_anything_starts(
         "error: SWEEPFLOW_SERVER_IDLE='later' is not a duration: write e.g. 20m, 90s or 1h, "
         "or 0 for a Prefect server of each run's own"
     ]
-    assert not _ours(prefect_home)
+    assert not ours(prefect_home)

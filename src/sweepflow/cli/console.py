@@ -364,15 +364,15 @@ def _run_flow(
         temporary_settings,
     )
 
+    if parameters.get("job_file"):  # open MLflow while the flow is imported and started
+        from sweepflow.tracking.writer import default_tracking_uri, warm_up
+
+        warm_up(default_tracking_uri(Path(parameters["job_file"]).parent))
     from flows.run_job import run_job
 
     # A local run needs no server-side crash detection (sweepflow reaps its own stale
     # runs); Prefect's heartbeat thread would add ~1 s to every flow call.
     updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-    if parameters.get("job_file"):  # open MLflow while Prefect starts the flow run
-        from sweepflow.tracking.writer import default_tracking_uri, warm_up
-
-        warm_up(default_tracking_uri(Path(parameters["job_file"]).parent))
     if temporary is not None:  # it has started meanwhile
         url = temporary.wait(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
         _report_to(url)
@@ -409,18 +409,27 @@ def _run_flow(
         ids = (result.get("experiment_id"), result.get("parent_run"))
         for line in mlflow_lines(where, result["tracking_uri"], *ids):
             console.print(line, markup=False, soft_wrap=True)
-        if bar.outcomes:
-            folder = Path(bar.outcomes[0].workdir).parent
-            console.print(f"trial folders (logs, outputs): {folder}", markup=False, soft_wrap=True)
-        if api:
-            run_url = f"{api.removesuffix('/').removesuffix('/api')}/runs/flow-run/"
-            console.print(
-                f"Prefect: {run_url}{state.state_details.flow_run_id}", markup=False, soft_wrap=True
-            )
+        _where_to_look(console, bar.outcomes, api, state)
         return 0
     if state is not None:
         _why_failed(console, state.result(raise_on_failure=False), bool(bar.outcomes), debug)
+        _where_to_look(console, bar.outcomes, api, state)
     return 1
+
+
+def _where_to_look(
+    console: Console, outcomes: list[TrialOutcome], api: str | None, state: Any
+) -> None:
+    """The trial folders, and the flow run in Prefect's UI while its server lasts (a
+    temporary one is gone when the run ends: no link)."""
+    if outcomes:
+        folder = Path(outcomes[0].workdir).parent
+        console.print(f"trial folders (logs, outputs): {folder}", markup=False, soft_wrap=True)
+    if api:
+        run_url = f"{api.removesuffix('/').removesuffix('/api')}/runs/flow-run/"
+        console.print(
+            f"Prefect: {run_url}{state.state_details.flow_run_id}", markup=False, soft_wrap=True
+        )
 
 
 def _why_failed(console: Console, raised: Any, summarised: bool, debug: bool) -> None:

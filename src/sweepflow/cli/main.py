@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sweepflow.cli.options import FileOption, RootGroup, error_line, load_jobfile
+from sweepflow.cli.options import FileOption, RootGroup, WholeHelpGroup, error_line, load_jobfile
 from sweepflow.cli.plot import plot
 from sweepflow.cli.profiles import profile_app
 from sweepflow.cli.results import ls, results
@@ -271,7 +271,7 @@ app.command()(results)
 app.command(name="ls")(ls)
 app.command()(plot)
 app.add_typer(profile_app, name="profile")
-app.add_typer(llc_app, name="llc")
+app.add_typer(llc_app, name="llc", cls=WholeHelpGroup)  # whole descriptions in --help
 
 
 def main(argv: list[str] | None = None) -> int:

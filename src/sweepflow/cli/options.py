@@ -13,7 +13,14 @@ from typer.core import TyperGroup
 
 from sweepflow.errors import JobFileError, SweepSyntaxError
 
-__all__ = ["FileOption", "RootGroup", "error_line", "load_jobfile", "project_dir"]
+__all__ = [
+    "FileOption",
+    "RootGroup",
+    "WholeHelpGroup",
+    "error_line",
+    "load_jobfile",
+    "project_dir",
+]
 
 FileOption = Annotated[
     Path | None,
@@ -58,15 +65,10 @@ SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
 _COMPLETION = ("--install-completion", "--show-completion")
 
 
-class RootGroup(TyperGroup):
-    """The ``sweepflow`` command group, as typer's but for two things users trip over.
-
-    The command list in ``--help`` shows each command's whole first sentence, wrapped
-    to the terminal, where click cuts it to the width left with "...". And
-    ``--install-completion`` and ``--show-completion`` also take a shell name: without
-    one the shell is detected (as typer does); with one, nothing is detected, so
-    ``--show-completion bash`` works where no login shell runs (CI, containers).
-    """
+class WholeHelpGroup(TyperGroup):
+    """A command group whose ``--help`` lists each command's whole first sentence,
+    wrapped to the terminal, where click cuts it to the width left with "..." (the
+    ``sweepflow`` group and its sub-apps: ``profile``, ``llc``)."""
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """Write the command list with whole descriptions."""
@@ -78,6 +80,14 @@ class RootGroup(TyperGroup):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+class RootGroup(WholeHelpGroup):
+    """The ``sweepflow`` command group: whole descriptions in ``--help``, and
+    ``--install-completion`` and ``--show-completion`` that also take a shell name:
+    without one the shell is detected (as typer does); with one, nothing is detected,
+    so ``--show-completion bash`` works where no login shell runs (CI, containers).
+    """
 
     def get_params(self, ctx: Any) -> list[Any]:
         """The group's parameters; the completion flags' help names the shells."""

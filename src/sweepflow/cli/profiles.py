@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
-from sweepflow.cli.options import FileOption, error_line, project_dir
+from sweepflow.cli.options import FileOption, WholeHelpGroup, error_line, project_dir
 from sweepflow.errors import SweepflowError
 
 __all__ = ["profile_app"]
 
 profile_app = typer.Typer(
+    cls=WholeHelpGroup,  # whole command descriptions in --help
     help="Execution profiles: where tasks run (threads, a local Dask cluster, SLURM).",
     no_args_is_help=True,
 )

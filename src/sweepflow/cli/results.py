@@ -70,11 +70,19 @@ def _print(rows: list[dict[str, Any]], columns: list[str], form: Format, title: 
         from rich.table import Table
 
         table = Table(title=title, title_justify="left")
-        for column in columns:
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*(_cell(row.get(column)) for column in columns))
-        Console(soft_wrap=False).print(table)
+        cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+        numeric = [all(isinstance(row.get(c), (int, float)) for row in rows) for c in columns]
+        for place, column in enumerate(columns):
+            widest = max((len(row[place]) for row in cells), default=1)
+            # A number is never split over two lines; other cells wrap, never cut.
+            table.add_column(column, overflow="fold", min_width=widest if numeric[place] else None)
+        for row in cells:
+            table.add_row(*row)
+        console = Console(soft_wrap=False)
+        if not console.is_terminal:  # a file or pipe has no width: the table keeps its own
+            unbounded = console.options.update_width(10_000)
+            console.width = max(console.width, console.measure(table, options=unbounded).maximum)
+        console.print(table)
 
 
 # -- results -------------------------------------------------------------------------
@@ -176,8 +184,15 @@ def results(
 
 # -- ls ------------------------------------------------------------------------------
 def _best(sweep: Any, job: Any) -> str:
-    """The job's optimize metric (in its direction) for a search, else the first metric
-    (by name) of the sweep's finished trials, lowest value."""
+    """The best value the sweep's parent run records (its target metric: a search's
+    objective, else the first metric its trials reported); for a parent without it
+    (older sweeps, a run still going) the job's optimize metric in its direction, else
+    the first metric by name of its finished trials, lowest value."""
+    tags = sweep.parent.tags
+    metric = tags.get("sweepflow.best_metric")
+    if metric and (value := _number(sweep.parent.metrics.get(f"best_{metric}"))) is not None:
+        high = tags.get("sweepflow.best_direction") == "maximize"
+        return f"{metric}={value:.6g} ({'max' if high else 'min'})"
     finished = [run for run in sweep.runs if run.status == "FINISHED"]
     optimize = getattr(job, "optimize", None) if job is not None else None
     if optimize is not None:
@@ -199,8 +214,9 @@ def _links(file: Path | None, store: str) -> tuple[str | None, str | None]:
     from sweepflow.cli.links import mlflow_ui
     from sweepflow.services.servers import status
 
-    state = status(project_dir(file))["prefect"]
-    prefect = state["url"] if state["state"] == "running" else None
+    rows = status(project_dir(file))
+    running = [rows[n] for n in ("prefect", "warm") if n in rows and rows[n]["state"] == "running"]
+    prefect = running[0]["url"] if running else None  # `sweepflow up`'s, else the warm one
     return mlflow_ui(project_dir(file), store), prefect
 
 

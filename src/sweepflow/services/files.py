@@ -82,11 +82,19 @@ class _Layout:
 # ---------------------------------------------------------------------------
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different ports on 127.0.0.1 that nobody listens on now (the kernel's
+    choices for port 0, held together so that none is chosen twice)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 that nobody listens on now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def _port_free(port: int) -> bool:

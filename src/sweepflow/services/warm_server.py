@@ -128,8 +128,9 @@ class WarmLease:
 
     lasting = True  # the server outlives the run: its links stay valid
 
-    def __init__(self, layout: _Layout) -> None:
+    def __init__(self, layout: _Layout, project: Path) -> None:
         self.layout = layout
+        self.project = project
 
     def wait(self, timeout: float) -> str:
         """Wait until the server answers; return its API URL.
@@ -141,12 +142,19 @@ class WarmLease:
         layout = self.layout
         deadline = time.monotonic() + timeout
         gone = 0
+        relaunched = seen = False
         while time.monotonic() < deadline:
             url = _read(layout).get("api_url")
             if url and _answers(f"{url}/health") is not None:
                 return str(url)
+            seen = seen or bool(url)
             gone = gone + 1 if _process(layout, NAME) is None else 0
-            if gone >= 4:  # four checks in a row: not a failed read of /proc under load
+            if gone >= 4 and not relaunched and seen:
+                # It answered once: a server stopping (its supervisor found it dead)
+                # as this run came; start a fresh one, once.
+                _start_if_missing(layout, self.project)
+                relaunched, gone = True, 0
+            elif gone >= 4:  # four checks in a row: not a failed read of /proc under load
                 raise ServerStartError(
                     f"the warm Prefect server exited while starting; read {layout.log(NAME)}"
                     f"{_last_line(layout.log(NAME))} (or set {IDLE_ENV}=0 for a server per run)"
@@ -172,17 +180,23 @@ def use(project: Path) -> Iterator[WarmLease]:
         fcntl.flock(lease, fcntl.LOCK_SH)  # waits while a stopping server finishes
         os.utime(lease.fileno())
         try:
-            with _locked(layout):
-                if _process(layout, NAME) is None:
-                    _record_path(layout).unlink(missing_ok=True)
-                    argv = [sys.executable, "-m", "sweepflow.services.warm_server"]
-                    argv += [str(layout.folder), "--idle", repr(idle_seconds())]
-                    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-                    _launch(layout, NAME, argv, env, project)
-            yield WarmLease(layout)
+            _start_if_missing(layout, project)
+            yield WarmLease(layout, project)
         finally:
             with contextlib.suppress(OSError):
                 os.utime(lease.fileno())  # idle from the end of this run
+
+
+def _start_if_missing(layout: _Layout, project: Path) -> None:
+    """Start the supervisor (detached, see :func:`~sweepflow.services.files._launch`)
+    unless one of ours runs; under the servers' lock, so two runs start one."""
+    with _locked(layout):
+        if _process(layout, NAME) is None:
+            _record_path(layout).unlink(missing_ok=True)
+            argv = [sys.executable, "-m", "sweepflow.services.warm_server"]
+            argv += [str(layout.folder), "--idle", repr(idle_seconds())]
+            env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+            _launch(layout, NAME, argv, env, project)
 
 
 def warm_status(project: Path | str | None) -> dict[str, Any] | None:
