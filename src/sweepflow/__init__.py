@@ -37,10 +37,14 @@ if TYPE_CHECKING:
     from sweepflow.reporting.program import ConfigError, main
     from sweepflow.reporting.reader import Report, read_report
     from sweepflow.spec.jobs import Job, JobFile, SweepSet, load_jobs
+    from sweepflow.workflow.artifact import Artifact
+    from sweepflow.workflow.steps import step
+    from sweepflow.workflow.workflow import Workflow
 
     __version__: str
 
 __all__ = [
+    "Artifact",
     "ConfigError",
     "Job",
     "JobError",
@@ -56,6 +60,7 @@ __all__ = [
     "SweepflowError",
     "TrialFailed",
     "TrialPruned",
+    "Workflow",
     "__version__",
     "digest",
     "load_jobs",
@@ -66,10 +71,12 @@ __all__ = [
     "read_report",
     "runs",
     "should_prune",
+    "step",
 ]
 
 # Public name -> the module that defines it, imported on first access.
 _HOMES = {
+    "Artifact": "sweepflow.workflow.artifact",
     "ConfigError": "sweepflow.reporting.program",
     "Job": "sweepflow.spec.jobs",
     "JobError": "sweepflow.errors",
@@ -85,6 +92,7 @@ _HOMES = {
     "SweepflowError": "sweepflow.errors",
     "TrialFailed": "sweepflow.errors",
     "TrialPruned": "sweepflow.errors",
+    "Workflow": "sweepflow.workflow.workflow",
     "digest": "sweepflow.hashing",
     "load_jobs": "sweepflow.spec.jobs",
     "log_artifact": "sweepflow.reporting.channel",
@@ -94,6 +102,7 @@ _HOMES = {
     "read_report": "sweepflow.reporting.reader",
     "runs": "sweepflow.analysis",
     "should_prune": "sweepflow.reporting.channel",
+    "step": "sweepflow.workflow.steps",
 }
 
 
