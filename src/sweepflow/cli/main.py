@@ -15,11 +15,13 @@ from typing import Annotated, Any
 
 import typer
 
+from sweepflow.cli.artifacts import artifacts_app
 from sweepflow.cli.options import FileOption, RootGroup, WholeHelpGroup, error_line, load_jobfile
 from sweepflow.cli.plot import plot
 from sweepflow.cli.profiles import profile_app
 from sweepflow.cli.results import ls, results
 from sweepflow.cli.servers import deploy, down, status, up
+from sweepflow.cli.workflows import workflow_app
 from sweepflow.errors import SweepflowError
 from sweepflow.plan.expansion import MAX_TRIALS, check_size, compile_job
 from sweepflow.workloads.llc.cli import llc_app
@@ -272,6 +274,8 @@ app.command(name="ls")(ls)
 app.command()(plot)
 app.add_typer(profile_app, name="profile")
 app.add_typer(llc_app, name="llc", cls=WholeHelpGroup)  # whole descriptions in --help
+app.add_typer(workflow_app, name="workflow", cls=WholeHelpGroup)
+app.add_typer(artifacts_app, name="artifacts", cls=WholeHelpGroup)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -234,6 +234,11 @@ class JobFile(SpecModel):
     """A whole job file: ``jobs`` by name."""
 
     jobs: dict[str, Job] = Field(default_factory=dict, description="Jobs by name.")
+    workflows: dict[str, str] = Field(
+        default_factory=dict,
+        description="Workflows by name, each module:attribute of a sweepflow.Workflow "
+        "(sweepflow workflow run NAME).",
+    )
 
     _source: Source | None = PrivateAttr(None)
 
@@ -247,6 +252,17 @@ class JobFile(SpecModel):
                     "letters, digits, '_', '.' and '-' (e.g. train_small)"
                 )
         return jobs
+
+    @field_validator("workflows")
+    @classmethod
+    def _references(cls, workflows: dict[str, str]) -> dict[str, str]:
+        for name, ref in workflows.items():
+            if not re.fullmatch(r"[\w.]+:[\w.]+", ref):
+                raise ValueError(
+                    f"workflow {name!r}: {ref!r} is not module:attribute (e.g. "
+                    "pipeline:train_and_evaluate)"
+                )
+        return workflows
 
     @property
     def path(self) -> Path | None:
