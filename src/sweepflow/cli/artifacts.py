@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from sweepflow.cli.options import FileOption, WholeHelpGroup, project_dir
+from sweepflow.cli.options import FileOption, WholeHelpGroup, print_table, project_dir
 from sweepflow.errors import SweepflowError
 from sweepflow.store import Catalog, GcRefused, ObjectStore, UnknownAtom, gc, verify
 from sweepflow.store.render import human_size, to_dot, to_mermaid, to_tree
@@ -73,7 +73,6 @@ def _type_of(store: ObjectStore, digest: str) -> str:
 
 
 def _table(rows: list[list[str]], columns: list[str], title: str | None = None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -81,11 +80,7 @@ def _table(rows: list[list[str]], columns: list[str], title: str | None = None) 
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*row)
-    console = Console(soft_wrap=False)
-    if not console.is_terminal:  # a file or pipe has no width: the table keeps its own
-        unbounded = console.options.update_width(10_000)
-        console.width = max(console.width, console.measure(table, options=unbounded).maximum)
-    console.print(table)
+    print_table(table)
 
 
 def _since(text: str) -> str:

@@ -19,6 +19,7 @@ __all__ = [
     "WholeHelpGroup",
     "error_line",
     "load_jobfile",
+    "print_table",
     "project_dir",
 ]
 
@@ -130,3 +131,15 @@ def _complete_named_shell(ctx: Any, args: list[str]) -> None:
                 )
             callback = install_callback if arg == "--install-completion" else show_callback
             callback(ctx, None, shell)  # type: ignore[arg-type]
+
+
+def print_table(table: Any) -> None:
+    """Print a rich table on stdout: wrapped to a terminal, at its own full width for a
+    file or pipe (which has no width: rich would fold it to 80 columns)."""
+    from rich.console import Console
+
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        unbounded = console.options.update_width(10_000)
+        console.width = max(console.width, console.measure(table, options=unbounded).maximum)
+    console.print(table)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sweepflow.cli.options import FileOption, load_jobfile, project_dir
+from sweepflow.cli.options import FileOption, load_jobfile, print_table, project_dir
 from sweepflow.errors import SweepflowError
 
 __all__ = ["ls", "results"]
@@ -66,7 +66,6 @@ def _print(rows: list[dict[str, Any]], columns: list[str], form: Format, title: 
         writer.writeheader()
         writer.writerows(rows)
     else:
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=title, title_justify="left")
@@ -78,11 +77,7 @@ def _print(rows: list[dict[str, Any]], columns: list[str], form: Format, title: 
             table.add_column(column, overflow="fold", min_width=widest if numeric[place] else None)
         for row in cells:
             table.add_row(*row)
-        console = Console(soft_wrap=False)
-        if not console.is_terminal:  # a file or pipe has no width: the table keeps its own
-            unbounded = console.options.update_width(10_000)
-            console.width = max(console.width, console.measure(table, options=unbounded).maximum)
-        console.print(table)
+        print_table(table)
 
 
 # -- results -------------------------------------------------------------------------
