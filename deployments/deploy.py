@@ -122,7 +122,7 @@ def apply(deployments: list[Deployment], url: str) -> list[Deployment]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.run_job import run_job
-    from sweepflow.services.servers import ensure_pool
+    from sweepflow.services.launch import ensure_pool
 
     for pool in dict.fromkeys(d.work_pool for d in deployments):
         ensure_pool(url, pool)

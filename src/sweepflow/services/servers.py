@@ -16,18 +16,17 @@ status`` says which answer. Layout of ``<state>/servers``:
   names PostgreSQL (see :mod:`sweepflow.services.database`);
 - ``lock``: held by ``up`` and ``down`` so that two of them never race.
 
-Prefect and MLflow are imported only inside the functions that need them; the
+How each server is started and checked lives in :mod:`sweepflow.services.launch`;
+this module decides what to start, on which ports and database, and stops it. Prefect
+and MLflow are imported only inside the functions that need them; the
 health checks use ``urllib`` so that :func:`configured_api_url` and :func:`status`
 stay cheap.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +44,6 @@ from sweepflow.services.files import (
     ServerStartError,
     _answers,
     _last_line,
-    _launch,
     _Layout,
     _locked,
     _port_free,
@@ -56,7 +54,16 @@ from sweepflow.services.files import (
     _write_env,
     _write_json,
 )
-from sweepflow.tracking.uri import artifact_root, prepare_store, sqlite_tracking_uri
+from sweepflow.services.launch import (
+    POOL,
+    _online,
+    _prefect_healthy,
+    _start_mlflow,
+    _start_prefect,
+    _start_worker,
+    ensure_pool,
+)
+from sweepflow.tracking.uri import sqlite_tracking_uri
 
 __all__ = [
     "DEFAULT_MLFLOW_PORT",
@@ -72,7 +79,6 @@ __all__ = [
     "up",
 ]
 
-POOL = "sweepflow"
 DEFAULT_PREFECT_PORT = 4200
 DEFAULT_MLFLOW_PORT = 5000
 
@@ -365,75 +371,6 @@ def _store(project: Path, db: Postgres | None, source: str) -> str:
     return db.mlflow_url
 
 
-# ---------------------------------------------------------------------------
-# Starting
-# ---------------------------------------------------------------------------
-
-
-def _start_prefect(
-    layout: _Layout, record: dict[str, Any], port: int, cwd: Path, db: Postgres | None
-) -> None:
-    url = f"http://{HOST}:{port}"
-    argv = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    database = db.prefect_url if db else f"sqlite+aiosqlite:///{layout.prefect_db}"
-    env |= {
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": f"{url}/api",
-        # In the environment, not the command line (`ps` shows that to every user).
-        # Prefect 3 reads either name; both are set so that neither is stale.
-        "PREFECT_API_DATABASE_CONNECTION_URL": database,
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database,
-    }
-    record["prefect"] = _launch(layout, "prefect", argv, env, cwd)
-    record["prefect"] |= {"port": port, "url": url, "api_url": f"{url}/api", "database": database}
-    _write_json(layout.record, record)
-
-
-def _start_mlflow(layout: _Layout, record: dict[str, Any], port: int, uri: str, cwd: Path) -> None:
-    # The UI reads artifacts of runs straight from their file: URIs; new experiments
-    # made in the UI get the same root the by-hand and flow paths use.
-    root = artifact_root(uri) or layout.folder.parent / "mlartifacts"
-    if uri.startswith("sqlite:"):
-        prepare_store(uri)
-    # A new PostgreSQL store gets MLflow's schema from the server as it starts (with
-    # the Default experiment's artifacts under `root`); its database exists already.
-    root.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "mlflow", "server"]
-    argv += ["--host", HOST, "--port", str(port), "--workers", "1"]
-    argv += ["--default-artifact-root", root.resolve().as_uri(), "--no-serve-artifacts"]
-    url = f"http://{HOST}:{port}"
-    # MLflow 3's server also starts a job runner and seven huey consumers (GenAI jobs):
-    # eight idle processes that take ~50 % of a core between them on a 2-core machine.
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
-    env["MLFLOW_BACKEND_STORE_URI"] = uri  # not on the command line: it may hold a password
-    record["mlflow"] = _launch(layout, "mlflow", argv, env, cwd)
-    record["mlflow"] |= {"port": port, "url": url, "tracking_uri": uri}
-    _write_json(layout.record, record)
-
-
-def _start_worker(
-    layout: _Layout, record: dict[str, Any], api_url: str, uri: str, cwd: Path
-) -> str:
-    name = f"sweepflow-{secrets.token_hex(4)}"
-    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL]
-    argv += ["--type", "process", "--name", name]
-    env = dict(os.environ)
-    env |= {
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "MLFLOW_TRACKING_URI": uri,  # flow runs log where the UI looks
-    }
-    # The project folder, for flows and pull steps that ask (deployments made from an
-    # older prefect.yaml enter it). Not where the code is: prefect.yaml's pull step
-    # finds `flows/` itself (deployments.steps.enter_code_root).
-    env.setdefault("SWEEPFLOW_PROJECT_DIR", str(cwd))
-    record["worker"] = _launch(layout, "worker", argv, env, cwd)
-    record["worker"] |= {"pool": POOL, "name": name}
-    _write_json(layout.record, record)
-    return name
-
-
 def _wait(
     layout: _Layout,
     name: str,
@@ -467,22 +404,6 @@ def _wait(
         time.sleep(0.25)
 
 
-def ensure_pool(api_url: str, name: str = POOL) -> None:
-    """Create the process work pool ``name`` (default ``sweepflow``) unless it exists."""
-    if _answers(f"{api_url}/work_pools/{name}"):
-        return
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-    from prefect.workers.process import ProcessWorker
-
-    pool = WorkPoolCreate(
-        name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()
-    )
-    with SyncPrefectClient(api_url) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.create_work_pool(pool)
-
-
 def _port(name: str, given: int | None, record: dict[str, Any], running: dict[str, Any]) -> int:
     """The port to use: argument > ``$SWEEPFLOW_*_PORT`` > running server > default."""
     variable = _PORT_ENV[name]
@@ -498,19 +419,3 @@ def _port(name: str, given: int | None, record: dict[str, Any], running: dict[st
             f"run `sweepflow down` first to move it to port {given}"
         )
     return given or current or _DEFAULT_PORT[name]
-
-
-def _prefect_healthy(api_url: str) -> bool:
-    return _answers(f"{api_url}/health") is not None
-
-
-def _online(api_url: str, worker_name: str) -> bool:
-    """Whether the worker ``worker_name`` is ONLINE in the ``sweepflow`` pool."""
-    body = _answers(
-        f"{api_url}/work_pools/{POOL}/workers/filter", data=b'{"offset": 0, "limit": 200}'
-    )
-    try:
-        workers = json.loads(body) if body else []
-    except ValueError:
-        return False
-    return any(w.get("name") == worker_name and w.get("status") == "ONLINE" for w in workers)

@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from sweepflow.errors import SweepflowError
 from sweepflow.services.files import (
@@ -362,10 +362,9 @@ def _serve(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, ask_stop)
     signal.signal(signal.SIGINT, ask_stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    out: IO[str] = sys.stdout
     if not supervisor.start():
         code = supervisor.server.poll() if supervisor.server else None
-        print(f"the Prefect server did not start (exit code {code})", file=out, flush=True)
+        print(f"the Prefect server did not start (exit code {code})", flush=True)  # to warm.log
         supervisor.shutdown()
         return 1
     supervisor.watch()
