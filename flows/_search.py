@@ -18,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows._record import Record, open_parent
 from flows._runner import TaskRunner, not_pruned
 from flows._runtime import capacity, task_runner
+from flows._workflows import WorkflowRunner, workflow_tracking
 from sweepflow.cache.results import lookup
 from sweepflow.engine import Callbacks, Outcome, schedule
 from sweepflow.errors import IncompleteRun
@@ -114,7 +115,13 @@ def search(
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(runner)
-        units = TaskRunner(runner, single, str(state), resources)
+        units: TaskRunner | WorkflowRunner = TaskRunner(runner, single, str(state), resources)
+        if the_job.kind == "workflow":  # a trial is a workflow run: its steps are cached
+            units = WorkflowRunner(
+                runner, the_job, project, state, window, retries=retries, resources=resources,
+                no_cache=refresh or not the_job.cache, on_run=workflow_tracking(tracker, state),
+            )  # fmt: skip
+            stack.callback(units.close)
         callbacks = Callbacks(started, finished, aborted, record.sink.running)
         accept()  # a stop of an earlier run in this process is over
         report = schedule(found.source, units, window, callbacks, fail_fast)

@@ -11,6 +11,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows._record import Record, open_parent
 from flows._runner import TaskRunner
 from flows._runtime import capacity, end_with_worker, json_flow, start_cluster, task_runner
+from flows._workflows import WorkflowRunner, workflow_tracking
 from sweepflow.cache.results import cached_results, lookup, running
 from sweepflow.engine import Callbacks, Feed, schedule
 from sweepflow.errors import IncompleteRun
@@ -24,6 +25,7 @@ from sweepflow.spec.jobs import find_job_file, load_jobs
 from sweepflow.spec.profiles import load_profile
 from sweepflow.tracking.records import varying
 from sweepflow.tracking.writer import default_tracking_uri
+from sweepflow.workflow.jobs import check_job
 from tasks.trials import run_trial
 
 __all__ = ["run_job"]
@@ -120,11 +122,16 @@ def _sweep(
     check_size(plan, max_trials)
     specs = build_specs(plan, project, extra)
     enabled = not refresh and the_job.cache
+    workflow = the_job.kind == "workflow"  # its steps are cached, not its trials
     looked = time.time()  # results stored after this were made by another run
-    cached = lookup(state, enabled=enabled)
-    hits, notes = cached_results(specs, state, enabled=enabled, outputs_check=outputs_check)
+    cached = lookup(state, enabled=enabled and not workflow)
+    hits, notes = cached_results(
+        specs, state, enabled=enabled and not workflow, outputs_check=outputs_check
+    )
     todo = [s for s in specs if s.index not in hits]
     window = max(1, max_parallel or capacity(chosen))
+    # A workflow job's every trial config is loaded before anything starts.
+    steps = check_job(the_job, project, (s.items for s in specs)) if workflow else None
     uri = default_tracking_uri(project)
     # Nothing to run (all cached): no cluster to start. Otherwise the cluster starts (its
     # workers importing what trials need) while this process opens MLflow.
@@ -149,11 +156,20 @@ def _sweep(
     for spec in specs:
         if spec.index in hits:
             record.cached(spec, hits[spec.index])
-    feed = Feed(todo, the_job.chunk, window)
-    single = run_trial.with_options(retries=retries)
+    feed = Feed(todo, 1 if workflow else the_job.chunk, window)
     resources = dict(the_job.resources) if chosen.type != "local" else {}
-    chunking = {"fail_fast": fail_fast, "retries": retries}
-    units = TaskRunner(runner, single, str(state), resources, feed.fixed is not None, **chunking)
+    units: TaskRunner | WorkflowRunner
+    if workflow:
+        units = WorkflowRunner(
+            runner, the_job, project, state, window, retries=retries, resources=resources,
+            no_cache=not enabled, on_run=workflow_tracking(tracker, state), workflow=steps,
+        )  # fmt: skip
+        stack.callback(units.close)
+    else:
+        single = run_trial.with_options(retries=retries)
+        chunking = {"fail_fast": fail_fast, "retries": retries}
+        fixed = feed.fixed is not None
+        units = TaskRunner(runner, single, str(state), resources, fixed, **chunking)
     callbacks = Callbacks(record.start, record.finish, record.abort, record.sink.running)
     try:
         cluster_ready()

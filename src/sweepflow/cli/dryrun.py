@@ -39,6 +39,8 @@ _FORMATS = {"json": "one JSON object each", "args": "shell-quoted items"}
 def _text(unit: Invocation, fmt: str) -> str:
     if unit.kind == "call":
         return f"{unit.function}({list(unit.items)!r})"
+    if unit.kind == "workflow":
+        return f"workflow {unit.command} ({unit.function}): {' '.join(unit.items)}"
     lines = [shlex.join(unit.argv)]
     if unit.kind == "submit":
         # The file's lines as written (a line never holds a line break: see plan.commands).
@@ -60,6 +62,8 @@ def _record(job: str, unit: Invocation, fmt: str) -> dict[str, Any]:
         record["params"] = unit.params
     if unit.kind == "run":
         record["argv"] = list(unit.argv)
+    elif unit.kind == "workflow":
+        record |= {"workflow": unit.function, "args": list(unit.items)}
     else:
         record |= {"call": unit.function, "args": list(unit.items)}
     record["id"] = unit.digest[:12]

@@ -156,6 +156,12 @@ def run(
         check_size(plan, max_trials)
     if plan.job.kind == "call" and project is not None:
         _check_call_module(plan.job, project)
+    if plan.job.kind == "workflow" and plan.space is None:
+        from sweepflow.plan.commands import invocations
+        from sweepflow.workflow.jobs import check_job
+
+        here = project or Path.cwd()
+        check_job(plan.job, here, (unit.items for unit in invocations(plan, extra, here)))
     if not refresh and plan.space is None and plan.job.cache and project is not None:
         from sweepflow.cli.console import print_cached
 

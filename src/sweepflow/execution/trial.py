@@ -72,7 +72,7 @@ class TrialSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     job: str
-    kind: Literal["run", "call", "submit"]
+    kind: Literal["run", "call", "submit", "workflow"]
     index: int
     batch: int = 0
     params: dict[str, str] = Field(default_factory=dict)

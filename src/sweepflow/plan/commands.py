@@ -41,19 +41,20 @@ class Invocation:
     """One unit of work: a trial, a batch, or (for ``submit``) the whole job.
 
     Attributes:
-        kind: ``run``, ``call`` or ``submit``.
+        kind: ``run``, ``call``, ``submit`` or ``workflow``.
         index: Position of the unit (trial or batch number, from 0).
         batch: Index of the batch the unit belongs to.
         params: The trial's parameters (``per: trial``), else ``{}``.
         items: The ``key=value`` items handed to the program (params, then ``add``).
         argv: The command line for ``run`` and ``submit`` (no shell).
-        function: ``module:function`` for ``call``.
+        function: ``module:function`` for ``call``; ``module:attribute`` of the
+            workflow for ``workflow``.
         param_file: For ``submit``: the parameter file handed to the handler.
         lines: For ``submit``: the parameter file's lines, as written (see the module).
         command: The job's ``run`` / ``call`` / ``submit`` value.
     """
 
-    kind: Literal["run", "call", "submit"]
+    kind: Literal["run", "call", "submit", "workflow"]
     index: int
     batch: int
     items: tuple[str, ...]
@@ -105,9 +106,12 @@ def _batch_units(plan: Plan, sweep_root: Path) -> Iterator[tuple[int, list[str]]
 
 
 def check_extra(job: Job, extra: list[str] | tuple[str, ...]) -> None:
-    """Arguments after ``--`` go to a program: refuse them for a ``call:`` job."""
-    if extra and job.kind == "call":
-        raise job.error("is a call: job; arguments after -- apply to run: and submit: jobs")
+    """Arguments after ``--`` go to a program: refuse them for ``call:`` and
+    ``workflow:`` jobs."""
+    if extra and job.kind in ("call", "workflow"):
+        raise job.error(
+            f"is a {job.kind}: job; arguments after -- apply to run: and submit: jobs"
+        )
 
 
 def invocations(
@@ -132,12 +136,17 @@ def invocations(
     if kind == "submit":
         yield _submit(plan, units, extra, runs)
         return
-    head = shlex.split(job.command)
+    head = shlex.split(job.command) if kind == "run" else []
     command = job.command
     for index, batch, params, items in units:
         if kind == "run":
             argv = (*head, *items, *extra)
             yield Invocation(kind, index, batch, tuple(items), params, argv, command=command)
+        elif kind == "workflow":
+            function = job.workflow_ref
+            yield Invocation(
+                kind, index, batch, tuple(items), params, function=function, command=command
+            )
         else:
             yield Invocation(
                 kind, index, batch, tuple(items), params, function=command, command=command

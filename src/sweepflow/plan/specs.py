@@ -27,7 +27,10 @@ def job_folder(project_dir: Path, job: str) -> Path:
 
 
 def _code(job, project: Path) -> str:
-    """The code fingerprint of a job's trials (files its command names, ``watch``)."""
+    """The code fingerprint of a job's trials (files its command names, ``watch``); a
+    workflow's steps each key their own code, so a workflow trial has none."""
+    if job.kind == "workflow":
+        return ""
     files = code_files(job.command, project, job.watch)
     if job.kind == "call":
         files = sorted({*files, *call_files(job.command, project)})
@@ -87,6 +90,7 @@ def spec_maker(
     folder = job_folder(project, job.key)
     add = list(plan.space.add) if plan.space else []
     head = shlex.split(job.command) if job.kind == "run" else []
+    ref = job.workflow_ref if job.kind == "workflow" else ""
 
     def make(index: int, params: dict[str, str]) -> TrialSpec:
         items = (*(f"{k}={v}" for k, v in params.items()), *add)
@@ -97,7 +101,7 @@ def spec_maker(
             items,
             dict(params),
             (*head, *items, *extra) if job.kind == "run" else (),
-            function=job.command if job.kind == "call" else "",
+            function={"call": job.command, "workflow": ref}.get(job.kind, ""),
             command=job.command,
         )
         return _spec(job, unit, code, folder, project, extra)

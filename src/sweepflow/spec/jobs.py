@@ -51,6 +51,7 @@ _SET_ALIASES = {"batch": "each", "args": "all", "with": "add"}
 _HYDRAFLOW = "steps"  # a job written with HydraFlow's name for its sets
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 _JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_KINDS = ("run", "call", "submit", "workflow")
 _MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 
@@ -61,6 +62,16 @@ class Job(SpecModel):
     run: str | None = Field(None, description="Command run per trial (no shell).")
     call: str | None = Field(None, description="Python function 'module:function'.")
     submit: str | None = Field(None, description="Handler given one parameter file.")
+    workflow: str | None = Field(
+        None,
+        description="A workflow (a name in the file's workflows: map, or module:attribute) "
+        "run once per trial; sets sweep its dotted step keys (train.lr=0.1,0.01).",
+    )
+    config: str | None = Field(
+        None,
+        description="workflow: jobs: the workflow's YAML config (one key per step), "
+        "relative to the job file; the trial's params override it.",
+    )
     submit_format: Literal["json", "args"] | None = Field(
         None,
         description="submit: jobs: a line of the parameter file is one JSON object "
@@ -96,6 +107,7 @@ class Job(SpecModel):
     _key: str = PrivateAttr("")
     _source: Source | None = PrivateAttr(None)
     _hydraflow: bool = PrivateAttr(False)  # written in HydraFlow's words (see param_format)
+    _workflows: dict[str, str] = PrivateAttr(default_factory=dict)  # the file's map
 
     _add = field_validator("add", mode="before")(joined_words)
     _seeds = field_validator("seeds", mode="before")(seeds_spec)
@@ -144,22 +156,32 @@ class Job(SpecModel):
 
     @property
     def commands_given(self) -> list[str]:
-        """Which of ``run`` / ``call`` / ``submit`` the job sets (unchecked)."""
-        return [k for k in ("run", "call", "submit") if getattr(self, k) is not None]
+        """Which of ``run`` / ``call`` / ``submit`` / ``workflow`` the job sets (unchecked)."""
+        return [k for k in _KINDS if getattr(self, k) is not None]
 
     @property
-    def kind(self) -> Literal["run", "call", "submit"]:
-        """Which of ``run`` / ``call`` / ``submit`` the job uses (checked)."""
+    def kind(self) -> Literal["run", "call", "submit", "workflow"]:
+        """Which of ``run`` / ``call`` / ``submit`` / ``workflow`` the job uses (checked)."""
         given = self.commands_given
         if len(given) != 1:
             what = "none of" if not given else "more than one of"
             raise self.error(
-                f"has {what} run / call / submit: give exactly one, e.g. 'run: python train.py'"
+                f"has {what} run / call / submit / workflow: give exactly one, e.g. 'run: "
+                "python train.py'"
             )
         kind, value = given[0], str(getattr(self, given[0]))
         if not value.strip():
             example = {"run": "python train.py", "call": "train:main", "submit": "python h.py"}
+            example["workflow"] = "train_and_evaluate"
             raise self.error(f"has an empty {kind}: write e.g. '{kind}: {example[kind]}'", kind)
+        if kind == "workflow":
+            self._check_workflow()
+        elif self.config is not None:
+            raise self.error(
+                f"has config: but is a {kind}: job; config: is a workflow: job's YAML "
+                "config: remove it",
+                "config",
+            )
         if kind == "call":
             try:
                 call_target(value)
@@ -188,6 +210,49 @@ class Job(SpecModel):
     def command(self) -> str:
         """The value of the job's ``run`` / ``call`` / ``submit`` key."""
         return getattr(self, self.kind)
+
+    def _check_workflow(self) -> None:
+        """A ``workflow:`` job runs one workflow per trial: no batches, handlers or forks."""
+        for name, wrong, fix in (
+            ("per", self.per == "batch", "a trial is one workflow run: remove per: batch"),
+            ("submit_format", self.submit_format is not None, "it applies to submit: jobs"),
+            ("preload", bool(self.preload), "steps run in the flow's workers: remove it"),
+        ):
+            if wrong:
+                raise self.error(f"is a workflow: job and has {name}: {fix}", name)
+
+    @property
+    def workflow_ref(self) -> str:
+        """The ``module:attribute`` of a ``workflow:`` job's workflow: its entry in the
+        job file's ``workflows:`` map, or the value itself when it has a colon."""
+        name = str(self.workflow)
+        known = self._workflows
+        if name in known:
+            return known[name]
+        if ":" in name:
+            return name
+        names = ", ".join(known) or "none"
+        raise self.error(
+            f"names workflow '{name}', which is not in the job file's workflows: map "
+            f"({names}){suggest(name, list(known))}: add '{name}: module:attribute' under "
+            "workflows:, or write workflow: module:attribute",
+            "workflow",
+        )
+
+    @property
+    def config_path(self) -> Path | None:
+        """A ``workflow:`` job's ``config:`` file, resolved from the job file's folder."""
+        if self.config is None:
+            return None
+        base = self._source.path.absolute().parent if self._source else Path.cwd()
+        path = (base / self.config).resolve()
+        if not path.is_file():
+            raise self.error(
+                f"has config: {self.config!r}, but there is no file at {path}: give the "
+                "workflow's YAML config, relative to the job file",
+                "config",
+            )
+        return path
 
     def where(self, *path: str | int) -> str:
         """``key path at file:line`` for messages about this job."""
@@ -313,6 +378,7 @@ def load_jobs(path: str | Path | None = None) -> JobFile:
     hydraflow = {p[1] for p in source.lines if len(p) > 2 and p[0] == "jobs" and p[2] == _HYDRAFLOW}
     for key, job in jobfile.jobs.items():
         job._key, job._source, job._hydraflow = key, source, key in hydraflow
+        job._workflows = dict(jobfile.workflows)
     return jobfile
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "Executed",
     "StepFailed",
     "StepPlan",
+    "StepWork",
     "artifact",
     "base_provenance",
     "cached_outputs",
@@ -95,9 +96,9 @@ class StepPlan:
         return {name: a.digest for name, a in self.inputs.items()}
 
 
-#: How a step that missed is run: given the step and its work (a function of extra
-#: provenance fields), return what the work returned.
-Execute = Callable[["Step", Callable[[Mapping[str, Any]], "Executed"]], "Executed"]
+#: How a step that missed is run: given the step and its work (a :class:`StepWork`,
+#: a function of extra provenance fields), return what the work returned.
+Execute = Callable[["Step", "StepWork"], "Executed"]
 
 
 @dataclass(frozen=True)
@@ -345,6 +346,83 @@ def _execute_once(
         return Executed(atoms, metrics)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+class StepWork:
+    """The work of a step that missed, callable with extra provenance fields (the run
+    ids a Prefect task knows) wherever it runs.
+
+    It pickles for a worker process (a Dask worker, a SLURM job) without the driver's
+    store lease and with its config as JSON: the worker puts the project folder on
+    ``sys.path``, imports the step by reference and validates the config again.
+    """
+
+    def __init__(
+        self,
+        step: Step,
+        cfg: BaseModel | None,
+        plan: StepPlan,
+        root: Path,
+        provenance: Mapping[str, Any],
+        *,
+        project: Path | None = None,
+        lease: Lease | None = None,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.step, self.cfg, self.plan, self.root = step, cfg, plan, Path(root)
+        self.provenance, self.project, self.lease = dict(provenance), project, lease
+        self.retries, self.retry_delay = retries, retry_delay
+
+    def __call__(self, extra: Mapping[str, Any] | None = None) -> Executed:
+        return execute_step(
+            self.step,
+            self.cfg,
+            self.plan,
+            self.root,
+            {**self.provenance, "host": socket.gethostname(), **(extra or {})},
+            lease=self.lease,
+            retries=self.retries,
+            retry_delay=self.retry_delay,
+        )
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        function = self.step.function
+        return _remote_work, (
+            str(self.project) if self.project else None,
+            function.__module__,
+            function.__qualname__,
+            self.plan,
+            self.root,
+            self.provenance,
+            self.retries,
+            self.retry_delay,
+        )
+
+
+def _remote_work(
+    project: str | None,
+    module: str,
+    qualname: str,
+    plan: StepPlan,
+    root: Path,
+    provenance: dict[str, Any],
+    retries: int,
+    retry_delay: float,
+) -> StepWork:
+    """A :class:`StepWork` unpickled in a worker: the step imported from the project."""
+    import sys
+
+    from sweepflow.workflow.steps import _load_step
+
+    if project and project not in sys.path:
+        sys.path.insert(0, project)
+    step = _load_step(module, qualname)
+    model = step.config_model
+    cfg = model.model_validate(plan.config) if model is not None else None
+    return StepWork(
+        step, cfg, plan, root, provenance, retries=retries, retry_delay=retry_delay
+    )
 
 
 def record_step(catalog: Catalog, step: Step, plan: StepPlan, executed: Executed) -> None:

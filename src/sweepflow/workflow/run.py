@@ -10,11 +10,13 @@ records the run as a root for ``gc``. A Prefect flow (``flows/workflow.py``) pas
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,17 +30,22 @@ from sweepflow.workflow.executor import (
     Executed,
     StepFailed,
     StepPlan,
+    StepWork,
     artifact,
     base_provenance,
     cached_outputs,
-    execute_step,
     plan_step,
     record_step,
 )
 from sweepflow.workflow.steps import Step
 from sweepflow.workflow.workflow import Workflow
 
+#: A cache key -> a context manager held while the step of that key is made; it yields
+#: True when the key was made in this process before (see :func:`run_step`).
+Claim = Callable[[str], AbstractContextManager[Any]]
+
 __all__ = [
+    "Claim",
     "Execute",
     "Executed",
     "StepFailed",
@@ -102,7 +109,10 @@ class StepOutcome(BaseModel):
         key: Its cache key.
         outputs: Output name -> full digest.
         types: Output name -> artifact type.
-        metrics: The metrics it reported (last value of each; empty for a hit).
+        inputs: Input name -> full digest of the artifact it took.
+        input_types: Input name -> artifact type.
+        metrics: The metrics it reported (last value of each); a hit's are those the
+            run that made it reported.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -113,6 +123,8 @@ class StepOutcome(BaseModel):
     key: str
     outputs: dict[str, str]
     types: dict[str, str]
+    inputs: dict[str, str] = {}
+    input_types: dict[str, str] = {}
     metrics: dict[str, float] = {}
 
     @property
@@ -150,8 +162,19 @@ def _outcome(
         key=plan.key,
         outputs={n: a.digest for n, a in atoms.items()},
         types={n: a.type for n, a in atoms.items()},
+        inputs=plan.input_digests,
+        input_types={n: a.type for n, a in plan.inputs.items()},
         metrics=dict(metrics),
     )
+
+
+def _made_with(atoms: Mapping[str, Atom]) -> dict[str, float]:
+    """The metrics the run that made ``atoms`` reported (kept in their meta.json)."""
+    for atom in atoms.values():
+        metrics = atom.meta.metadata.get("metrics")
+        if isinstance(metrics, dict):
+            return {str(k): float(v) for k, v in metrics.items()}
+    return {}
 
 
 def run_step(
@@ -169,11 +192,15 @@ def run_step(
     retry_delay: float = 1.0,
     memo: dict[Path, Any] | None = None,
     execute: Execute | None = None,
+    claim: Claim | None = None,
 ) -> tuple[StepOutcome, dict[str, Artifact]]:
     """One step: a hit from the store, else run, stored and recorded.
 
     ``execute`` (default: call it here) is given the step and the work, a function of
     extra provenance fields (a Prefect flow wraps it in a task and passes the run ids).
+    ``claim`` (a cache key -> context manager) makes runs in this process that need the
+    same step at once run it once: the others wait, then find it stored (the context
+    manager yields whether that key was already made by this process).
     Returns the outcome and the outputs as artifacts.
     """
     started = time.perf_counter()
@@ -182,23 +209,33 @@ def run_step(
     if found is not None:
         if lease is not None:
             lease.add(a.digest for a in found.values())
-        outcome = _outcome(step, plan, "hit", started, found, {})
+        outcome = _outcome(step, plan, "hit", started, found, _made_with(found))
         return outcome, {n: artifact(a) for n, a in found.items()}
 
-    def work(extra: Mapping[str, Any]) -> Executed:
-        return execute_step(
-            step,
-            cfg,
-            plan,
-            catalog.root,
-            {**provenance, **extra},
-            lease=lease,
-            retries=retries,
-            retry_delay=retry_delay,
-        )
-
-    executed = work({}) if execute is None else execute(step, work)
-    record_step(catalog, step, plan, executed)
+    work = StepWork(
+        step,
+        cfg,
+        plan,
+        catalog.root,
+        provenance,
+        project=project,
+        lease=lease,
+        retries=retries,
+        retry_delay=retry_delay,
+    )
+    with claim(plan.key) if claim is not None else contextlib.nullcontext() as made_here:
+        # Another run of this process may have made it while this one waited (with
+        # no_cache: only what it made, not what earlier runs stored).
+        again = claim is not None and (not no_cache or bool(made_here))
+        found = cached_outputs(step, plan, catalog) if again else None
+        if found is None:
+            executed = work() if execute is None else execute(step, work)
+            record_step(catalog, step, plan, executed)
+    if found is not None:
+        if lease is not None:
+            lease.add(a.digest for a in found.values())
+        outcome = _outcome(step, plan, "hit", started, found, _made_with(found))
+        return outcome, {n: artifact(a) for n, a in found.items()}
     outcome = _outcome(step, plan, "ran", started, executed.atoms, executed.metrics)
     return outcome, {n: artifact(a) for n, a in executed.atoms.items()}
 
@@ -281,6 +318,9 @@ def run_workflow(
     retry_delay: float = 1.0,
     execute: Execute | None = None,
     run_id: str | None = None,
+    claim: Claim | None = None,
+    memo: dict[Path, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> WorkflowResult:
     """Run the selected steps of ``workflow`` in order, reusing stored results.
 
@@ -296,6 +336,11 @@ def run_workflow(
         retries, retry_delay: Transient errors of a step are retried this often.
         execute: Runs a step that missed (default: :func:`execute_step` here).
         run_id: The run's id (default: a new one); the run is recorded as a ``gc`` root.
+        claim: Makes concurrent runs in this process make a step once (:func:`run_step`).
+        memo: Code fingerprints already computed (shared by the runs of a sweep).
+        provenance: Extra fields of every output's provenance (``mlflow_run_id``); with
+            ``packages`` in it, the base fields too (:func:`base_provenance`, computed
+            once for the runs of a sweep).
 
     Raises:
         WorkflowError: A wiring problem, or an input of a selected step whose producer
@@ -310,8 +355,12 @@ def run_workflow(
     chosen = {s.name for s in selected}
     run_id = run_id or uuid.uuid4().hex[:16]
     root = store_root(Path(state_dir))
-    memo: dict[Path, Any] = {}
-    provenance = base_provenance(project, workflow.name, run_id)
+    memo = {} if memo is None else memo
+    given = dict(provenance or {})
+    if "packages" in given:  # the base fields, computed once for a sweep's runs
+        shared = given | {"workflow": workflow.name, "workflow_run": run_id}
+    else:
+        shared = base_provenance(project, workflow.name, run_id) | given
     producers = {(e.consumer, e.input): e for e in workflow.wiring()}
     available: dict[str, Artifact] = {}
     outcomes: list[StepOutcome] = []
@@ -335,7 +384,7 @@ def run_workflow(
                 {n: available[n] for n in step.inputs},
                 project=project,
                 catalog=catalog,
-                provenance=provenance,
+                provenance=shared,
                 no_cache=no_cache,
                 watch=watch,
                 lease=lease,
@@ -343,6 +392,7 @@ def run_workflow(
                 retry_delay=retry_delay,
                 memo=memo,
                 execute=execute,
+                claim=claim,
             )
             lease.add(a.digest for a in outputs.values())
             available.update(outputs)

@@ -1,0 +1,206 @@
+"""The engine's runner for ``workflow:`` jobs: each trial one run of the workflow.
+
+A trial's workflow run is driven on the flow's machine, in a thread of its own: each
+step is keyed there (config, input digests, code), a hit is taken from the store with
+no task run, and a step that missed runs as a Prefect task on the profile's task
+runner (threads, Dask workers, SLURM jobs). The catalog is written here only. Runs of
+one sweep that need the same step at once make it once (:class:`Flight`): a sweep over
+a late step's parameter runs the early steps once.
+
+One flow run for the sweep, a task run per step that runs: a subflow per trial would
+add a flow run (about a second, and an API load that backs up a SQLite server) to
+every trial for nothing a user sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+
+from flows._runtime import annotate
+from sweepflow.engine.scheduler import Outcome
+from sweepflow.execution.trial import TrialResult, TrialSpec
+from sweepflow.tracking.lineage import lineage_tags, log_lineage
+from sweepflow.workflow import Step, Workflow, load_config
+from sweepflow.workflow.events import emit_step_events
+from sweepflow.workflow.executor import Executed, StepWork, base_provenance
+from sweepflow.workflow.jobs import job_workflow
+from sweepflow.workflow.run import StepOutcome, WorkflowResult, run_workflow, store_root
+from tasks.steps import run_step_task
+
+__all__ = ["Flight", "WorkflowRunner", "trial_metrics", "workflow_tracking"]
+
+
+class Flight:
+    """The steps this process is making: one maker per cache key at a time.
+
+    :meth:`claim` is a :data:`sweepflow.workflow.run.Claim`: it yields whether the key
+    was made here before (then the store has it, even for a ``--refresh`` run).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, threading.Lock] = {}
+        self._made: set[str] = set()
+
+    @contextlib.contextmanager
+    def claim(self, key: str) -> Iterator[bool]:
+        with self._lock:
+            lock = self._keys.setdefault(key, threading.Lock())
+        with lock:
+            yield key in self._made
+            self._made.add(key)  # not reached when making it raised
+
+
+def trial_metrics(steps: Sequence[StepOutcome]) -> dict[str, float]:
+    """A workflow run's metrics for its trial: ``<step>.<metric>`` for each step's
+    metrics (a hit's are those of the run that made it)."""
+    return {f"{o.step}.{name}": value for o in steps for name, value in o.metrics.items()}
+
+
+class WorkflowRunner:
+    """Runs each unit (one trial: a workflow run with the trial's ``step.key=value``
+    items over the job's ``config:``) in a thread; see the module."""
+
+    def __init__(
+        self,
+        runner: Any,
+        job: Any,
+        project: Path,
+        state: Path,
+        window: int,
+        *,
+        retries: int = 0,
+        resources: dict[str, float] | None = None,
+        no_cache: bool = False,
+        on_run: Callable[[TrialSpec, WorkflowResult], dict[str, str]] | None = None,
+        workflow: Workflow | None = None,
+    ) -> None:
+        """``on_run`` is called (in the trial's thread) with each finished run and
+        returns tags for its trial's MLflow run; ``workflow``: the job's, if imported."""
+        self.runner, self.job, self.project, self.state = runner, job, project, state
+        self.workflow = workflow or job_workflow(job, project)
+        self.config = job.config_path
+        self.retries, self.resources, self.no_cache = retries, dict(resources or {}), no_cache
+        self.on_run = on_run
+        self.flight = Flight()
+        self.memo: dict[Path, Any] = {}
+        self.base = base_provenance(project, self.workflow.name, None)
+        self._submitting = threading.Lock()  # dask.annotate sets global config
+        self.task_runs: dict[str, str] = {}  # cache key -> the task run that made it
+        self.pool = ThreadPoolExecutor(max(1, window), thread_name_prefix="sweepflow-workflow")
+
+    def close(self) -> None:
+        """Wait for the runs in flight."""
+        self.pool.shutdown(wait=True)
+
+    def submit(self, payload: Sequence[TrialSpec]) -> _Run:
+        """Start one trial's workflow run (units of a workflow job hold one trial)."""
+        (spec,) = payload
+        context = contextvars.copy_context()  # the flow run's, for the step tasks
+        return _Run(self.pool.submit(context.run, self._run, spec))
+
+    def _execute(self, spec: TrialSpec) -> Callable[[Step, StepWork], Executed]:
+        def execute(step: Step, work: StepWork) -> Executed:
+            task = run_step_task.with_options(
+                name=step.name,
+                task_run_name=f"{step.name}[{spec.index}]",
+                timeout_seconds=self.job.timeout,
+            )
+            with self._submitting, annotate(self.resources):
+                future = self.runner.submit(task, {"work": work})
+            self.task_runs[work.plan.key] = str(future.task_run_id)
+            return future.result()
+
+        return execute
+
+    def _run(self, spec: TrialSpec) -> Outcome:
+        logger = get_run_logger()
+        started = time.time()
+
+        def told(outcome: StepOutcome) -> None:
+            what = "reused" if outcome.status == "hit" else f"ran in {outcome.seconds:.2f}s,"
+            logger.info("%s [%s] %s: %s %s", self.job.key, spec.label, outcome.step, what,
+                        ", ".join(outcome.ids))  # fmt: skip
+            run = self.task_runs.get(outcome.key) if outcome.status == "ran" else None
+            emit_step_events(outcome, task_run_id=run, workflow=self.workflow.name)
+
+        run_id = spec.env.get("MLFLOW_RUN_ID") or None
+        try:
+            configs = load_config(self.workflow, self.config, spec.items)
+            result = run_workflow(
+                self.workflow,
+                configs,
+                self.project,
+                self.state,
+                no_cache=self.no_cache,
+                watch=self.job.watch,
+                on_step=told,
+                retries=self.retries,
+                execute=self._execute(spec),
+                run_id=run_id,
+                claim=self.flight.claim,
+                memo=self.memo,
+                provenance=self.base | {"mlflow_run_id": run_id},
+            )
+        except Exception as exc:
+            logger.error("%s [%s] failed: %s", self.job.key, spec.label, exc)
+            return Outcome("failed", error=str(exc), seconds=time.time() - started)
+        ended = time.time()
+        Path(spec.workdir).mkdir(parents=True, exist_ok=True)
+        trial = TrialResult(
+            digest=spec.digest,
+            cache_key=spec.cache_key,
+            index=spec.index,
+            params=spec.params,
+            value=result.model_dump(mode="json"),
+            metrics=trial_metrics(result.steps),
+            started=started,
+            ended=ended,
+            workdir=spec.workdir,
+            host=socket.gethostname(),
+        )
+        tags = self.on_run(spec, result) if self.on_run is not None else {}
+        status = "cached" if all(o.status == "hit" for o in result.steps) else "done"
+        return Outcome(status, trial, seconds=ended - started, tags=tags)
+
+
+def workflow_tracking(
+    tracker: Any, state: Path
+) -> Callable[[TrialSpec, WorkflowResult], dict[str, str]]:
+    """What a trial's MLflow run records of its workflow run: the artifacts each step
+    took as MLflow dataset inputs, and tags with every step's inputs and outputs (full
+    digests); returns the tags (:func:`sweepflow.tracking.lineage.lineage_tags`)."""
+
+    def on_run(spec: TrialSpec, result: WorkflowResult) -> dict[str, str]:
+        run_id = spec.env.get("MLFLOW_RUN_ID")
+        if run_id:
+            log_lineage(tracker.client, run_id, result.steps, store_root=store_root(state))
+        return lineage_tags(result.steps)
+
+    return on_run
+
+
+class _Run:
+    """A trial's workflow run in flight (a :class:`sweepflow.engine.Pending`)."""
+
+    def __init__(self, future: Future[Outcome]) -> None:
+        self.future = future
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        self.future.add_done_callback(lambda _: fn(self))
+
+    def outcomes(self) -> list[Outcome]:
+        try:
+            return [self.future.result()]
+        except Exception as exc:  # a bug of the runner itself: the trial fails, not the loop
+            return [Outcome("failed", error=f"{type(exc).__name__}: {exc}")]
