@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,21 @@ from prefect.cache_policies import NO_CACHE
 from flows._runtime import json_flow
 from sweepflow.settings import state_dir
 from sweepflow.workflow import Step, load_config
+from sweepflow.workflow.events import emit_step_events
+from sweepflow.workflow.executor import StepWork
 from sweepflow.workflow.run import Executed, StepOutcome, import_workflow, run_workflow
 
 __all__ = ["run_workflow_flow"]
 
 
-def _as_task(step: Step, work: Callable[[Mapping[str, Any]], Executed]) -> Executed:
+_TASK_RUNS: dict[str, str] = {}  # cache key -> the task run that made it (asset events)
+
+
+def _as_task(step: Step, work: StepWork) -> Executed:
     """Run ``work`` as the Prefect task ``step.name``, with the run ids in its provenance."""
 
     def run_step_task() -> Executed:
+        _TASK_RUNS[work.plan.key] = str(runtime.task_run.id)
         return work(
             {
                 "prefect_flow_run_id": str(runtime.flow_run.id),
@@ -61,6 +66,8 @@ def run_workflow_flow(
             logger.info(
                 "%s: ran in %.2fs, %s", outcome.step, outcome.seconds, ", ".join(outcome.ids)
             )
+        run = _TASK_RUNS.pop(outcome.key, None) if outcome.status == "ran" else None
+        emit_step_events(outcome, task_run_id=run, workflow=found.name)
 
     result = run_workflow(
         found,

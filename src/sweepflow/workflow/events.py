@@ -134,12 +134,11 @@ def step_events(
 
 def _warn(message: str) -> None:
     """Log ``message`` as a warning of the current run (this module's logger outside one)."""
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
     try:
+        from prefect.logging import get_run_logger
+
         get_run_logger().warning(message)
-    except MissingContextError:
+    except Exception:  # no run context (MissingContextError), or no Prefect at all
         _log.warning(message)
 
 
