@@ -30,7 +30,7 @@ from flows._runtime import annotate
 from sweepflow.engine.scheduler import Outcome
 from sweepflow.execution.trial import TrialResult, TrialSpec
 from sweepflow.tracking.lineage import lineage_tags, log_lineage
-from sweepflow.workflow import Step, Workflow, load_config
+from sweepflow.workflow import Step, Workflow, WorkflowError, load_config
 from sweepflow.workflow.events import emit_step_events
 from sweepflow.workflow.executor import Executed, StepWork, base_provenance
 from sweepflow.workflow.jobs import job_workflow
@@ -63,8 +63,11 @@ class Flight:
 
 def trial_metrics(steps: Sequence[StepOutcome]) -> dict[str, float]:
     """A workflow run's metrics for its trial: ``<step>.<metric>`` for each step's
-    metrics (a hit's are those of the run that made it)."""
-    return {f"{o.step}.{name}": value for o in steps for name, value in o.metrics.items()}
+    metrics (a hit's are those of the run that made it), the last step's first: the
+    first metric is a sweep's target (its best trial), and a workflow's result is what
+    its last step measured."""
+    ordered = reversed(steps)
+    return {f"{o.step}.{name}": value for o in ordered for name, value in o.metrics.items()}
 
 
 class WorkflowRunner:
@@ -96,12 +99,17 @@ class WorkflowRunner:
         self.memo: dict[Path, Any] = {}
         self.base = base_provenance(project, self.workflow.name, None)
         self._submitting = threading.Lock()  # dask.annotate sets global config
+        # MLflow inserts a dataset (an input two trials share) after checking it is not
+        # there: two trials logging it at once fail on its UNIQUE constraint.
+        self._tracking = threading.Lock()
+        self._stopping = threading.Event()
         self.task_runs: dict[str, str] = {}  # cache key -> the task run that made it
         self.pool = ThreadPoolExecutor(max(1, window), thread_name_prefix="sweepflow-workflow")
 
     def close(self) -> None:
-        """Wait for the runs in flight."""
-        self.pool.shutdown(wait=True)
+        """Start no more steps (a stopped run), and wait for the steps in flight."""
+        self._stopping.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def submit(self, payload: Sequence[TrialSpec]) -> _Run:
         """Start one trial's workflow run (units of a workflow job hold one trial)."""
@@ -111,6 +119,8 @@ class WorkflowRunner:
 
     def _execute(self, spec: TrialSpec) -> Callable[[Step, StepWork], Executed]:
         def execute(step: Step, work: StepWork) -> Executed:
+            if self._stopping.is_set():
+                raise WorkflowError(f"step '{step.name}' not started: the run was stopped")
             task = run_step_task.with_options(
                 name=step.name,
                 task_run_name=f"{step.name}[{spec.index}]",
@@ -169,7 +179,8 @@ class WorkflowRunner:
             workdir=spec.workdir,
             host=socket.gethostname(),
         )
-        tags = self.on_run(spec, result) if self.on_run is not None else {}
+        with self._tracking:
+            tags = self.on_run(spec, result) if self.on_run is not None else {}
         status = "cached" if all(o.status == "hit" for o in result.steps) else "done"
         return Outcome(status, trial, seconds=ended - started, tags=tags)
 
