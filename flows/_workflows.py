@@ -19,12 +19,13 @@ import contextvars
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
+from pydantic import BaseModel
 
 from flows._runtime import annotate
 from sweepflow.engine.scheduler import Outcome
@@ -37,7 +38,10 @@ from sweepflow.workflow.jobs import job_workflow
 from sweepflow.workflow.run import StepOutcome, WorkflowResult, run_workflow, store_root
 from tasks.steps import run_step_task
 
-__all__ = ["Flight", "WorkflowRunner", "trial_metrics", "workflow_tracking"]
+#: What ``analyse`` makes of a trial's workflow run: its metrics and MLflow tags.
+Analysed = tuple[dict[str, float], dict[str, str]]
+
+__all__ = ["Analysed", "Flight", "WorkflowRunner", "trial_metrics", "workflow_tracking"]
 
 
 class Flight:
@@ -87,14 +91,23 @@ class WorkflowRunner:
         no_cache: bool = False,
         on_run: Callable[[TrialSpec, WorkflowResult], dict[str, str]] | None = None,
         workflow: Workflow | None = None,
+        configs: Callable[[TrialSpec], Mapping[str, BaseModel]] | None = None,
+        step_resources: Callable[[Step], dict[str, float]] | None = None,
+        analyse: Callable[[TrialSpec, WorkflowResult], Analysed] | None = None,
     ) -> None:
-        """``on_run`` is called (in the trial's thread) with each finished run and
-        returns tags for its trial's MLflow run; ``workflow``: the job's, if imported."""
+        """``on_run`` is called (in the trial's thread, one trial at a time) with each
+        finished run and returns tags for its trial's MLflow run; ``workflow``: the
+        job's, if imported. For workflows that are not a ``workflow:`` job's (the LLC
+        matrix): ``configs`` gives a trial's step configs (default: the job's
+        ``config:`` with the trial's items), ``step_resources`` a step's Dask resources
+        (default: ``resources`` for every step), and ``analyse`` (in the trial's
+        thread, trials at once) the trial's metrics (instead of its steps') and tags."""
         self.runner, self.job, self.project, self.state = runner, job, project, state
         self.workflow = workflow or job_workflow(job, project)
-        self.config = job.config_path
+        self.config = job.config_path if configs is None else None
         self.retries, self.resources, self.no_cache = retries, dict(resources or {}), no_cache
-        self.on_run = on_run
+        self.on_run, self.configs, self.analyse = on_run, configs, analyse
+        self.step_resources = step_resources
         self.flight = Flight()
         self.memo: dict[Path, Any] = {}
         self.base = base_provenance(project, self.workflow.name, None)
@@ -126,7 +139,8 @@ class WorkflowRunner:
                 task_run_name=f"{step.name}[{spec.index}]",
                 timeout_seconds=self.job.timeout,
             )
-            with self._submitting, annotate(self.resources):
+            wanted = self.step_resources(step) if self.step_resources else self.resources
+            with self._submitting, annotate(wanted):
                 future = self.runner.submit(task, {"work": work})
             self.task_runs[work.plan.key] = str(future.task_run_id)
             return future.result()
@@ -146,7 +160,10 @@ class WorkflowRunner:
 
         run_id = spec.env.get("MLFLOW_RUN_ID") or None
         try:
-            configs = load_config(self.workflow, self.config, spec.items)
+            if self.configs is not None:
+                configs = dict(self.configs(spec))
+            else:
+                configs = load_config(self.workflow, self.config, spec.items)
             result = run_workflow(
                 self.workflow,
                 configs,
@@ -165,6 +182,14 @@ class WorkflowRunner:
         except Exception as exc:
             logger.error("%s [%s] failed: %s", self.job.key, spec.label, exc)
             return Outcome("failed", error=str(exc), seconds=time.time() - started)
+        metrics, tags = trial_metrics(result.steps), {}
+        if self.analyse is not None:
+            try:
+                extra, tags = self.analyse(spec, result)
+            except Exception as exc:
+                logger.error("%s [%s] analysis failed: %s", self.job.key, spec.label, exc)
+                return Outcome("failed", error=f"analysis: {exc}", seconds=time.time() - started)
+            metrics = extra  # the analysis says what the trial measured
         ended = time.time()
         Path(spec.workdir).mkdir(parents=True, exist_ok=True)
         trial = TrialResult(
@@ -173,14 +198,14 @@ class WorkflowRunner:
             index=spec.index,
             params=spec.params,
             value=result.model_dump(mode="json"),
-            metrics=trial_metrics(result.steps),
+            metrics=metrics,
             started=started,
             ended=ended,
             workdir=spec.workdir,
             host=socket.gethostname(),
         )
         with self._tracking:
-            tags = self.on_run(spec, result) if self.on_run is not None else {}
+            tags |= self.on_run(spec, result) if self.on_run is not None else {}
         status = "cached" if all(o.status == "hit" for o in result.steps) else "done"
         return Outcome(status, trial, seconds=ended - started, tags=tags)
 

@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ._config import TargetConfig
 from ._errors import LLCError
 from ._files import validate
 from ._sampler_config import BLACKJAX_KINDS, SamplerConfig, SGLDConfig
+from ._traces import ChainTraces
 from .diagnostics import ess_and_rhat
 from .estimator import default_escape, summarize_chains
 from .results import ChainResult, Diagnostics, LLCResult, Timings, Traces, package_versions
 from .targets import Target, build_target, check_precision
 from .theory import default_beta
 
-__all__ = ["estimate_llc", "sample_llc"]
+__all__ = [
+    "RawSample",
+    "check_sampler_precision",
+    "estimate_llc",
+    "sample_llc",
+    "sample_raw",
+    "summarize_sample",
+]
 
 
 def estimate_llc(
@@ -47,11 +56,7 @@ def estimate_llc(
     start = time.perf_counter()
     target_config: TargetConfig = validate(TargetConfig, target_cfg, "target")
     sampler: SamplerConfig = validate(SamplerConfig, sampler_cfg, "sampler")
-    if sampler.kind in BLACKJAX_KINDS and not target_config.x64:
-        raise LLCError(
-            f"sampler {sampler.kind} runs in float64 only, but the target has "
-            "precision float32: set precision: float64 in the target file (or use kind: sgld)"
-        )
+    check_sampler_precision(target_config, sampler)
     with jax.enable_x64(target_config.x64):
         target = build_target(target_config)
         result = sample_llc(target, sampler)
@@ -62,15 +67,60 @@ def estimate_llc(
     return result.model_copy(update={"timings": timings})
 
 
+def check_sampler_precision(target: TargetConfig, sampler: SamplerConfig) -> None:
+    """Refuse a blackjax sampler (float64 only) on a float32 target, before any work.
+
+    Raises:
+        LLCError: Naming the sampler, the precision and the fix.
+    """
+    if sampler.kind in BLACKJAX_KINDS and not target.x64:
+        raise LLCError(
+            f"sampler {sampler.kind} runs in float64 only, but the target has "
+            "precision float32: set precision: float64 in the target file (or use kind: sgld)"
+        )
+
+
 def sample_llc(target: Target, sampler_cfg: SamplerConfig | Mapping[str, Any]) -> LLCResult:
     """Sample a built target and estimate its LLC (its build time is not counted).
+
+    :func:`sample_raw` then :func:`summarize_sample`.
 
     Raises:
         PrecisionMismatchError: If ``jax_enable_x64`` now differs from the target's.
     """
+    start = time.perf_counter()
+    raw = sample_raw(target, sampler_cfg)
+    return summarize_sample(
+        raw,
+        target=target.config,
+        target_id=target.target_id,
+        n=target.n,
+        num_params=target.num_params,
+        l0=target.l0,
+        x64=target.x64,
+        started=start,
+    )
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """What a sampler run gives before any summary: its config, β, nβ and raw traces."""
+
+    sampler: SamplerConfig
+    beta: float
+    nbeta: float
+    traces: ChainTraces
+
+
+def sample_raw(target: Target, sampler_cfg: SamplerConfig | Mapping[str, Any]) -> RawSample:
+    """Run the sampler on a built target; no estimate, no diagnostics (no ArviZ).
+
+    Raises:
+        PrecisionMismatchError: If ``jax_enable_x64`` now differs from the target's.
+        LLCError: A blackjax sampler on a float32 target.
+    """
     import jax
 
-    start = time.perf_counter()
     sampler: SamplerConfig = validate(SamplerConfig, sampler_cfg, "sampler")
     check_precision(target)
     n = target.n
@@ -85,13 +135,33 @@ def sample_llc(target: Target, sampler_cfg: SamplerConfig | Mapping[str, Any]) -
         from .mcmc import run_mcmc
 
         traces = run_mcmc(target, sampler, nbeta, key)
-    d = target.num_params
-    escape = sampler.escape or default_escape(d)
-    summary = summarize_chains(
-        traces.losses, traces.full, traces.final_losses, target.l0, nbeta, escape
-    )
+    return RawSample(sampler=sampler, beta=beta, nbeta=nbeta, traces=traces)
+
+
+def summarize_sample(
+    raw: RawSample,
+    *,
+    target: TargetConfig,
+    target_id: str,
+    n: int,
+    num_params: int,
+    l0: float,
+    x64: bool,
+    started: float | None = None,
+) -> LLCResult:
+    """The estimate, per-chain values and diagnostics (ArviZ) of a :class:`RawSample`.
+
+    Args:
+        raw: The sampler's output.
+        target, target_id, n, num_params, l0, x64: What the target it sampled was.
+        started: ``time.perf_counter()`` when sampling began, for ``total_seconds``
+            (None: compile plus sampling time).
+    """
+    sampler, traces, nbeta = raw.sampler, raw.traces, raw.nbeta
+    escape = sampler.escape or default_escape(num_params)
+    summary = summarize_chains(traces.losses, traces.full, traces.final_losses, l0, nbeta, escape)
     healthy = [c for c in range(sampler.chains) if c not in summary.problems]
-    ess, rhat = ess_and_rhat(nbeta * (traces.losses[healthy] - target.l0))
+    ess, rhat = ess_and_rhat(nbeta * (traces.losses[healthy] - l0))
     chains = [
         ChainResult(
             name=f"chain {c}",
@@ -104,20 +174,25 @@ def sample_llc(target: Target, sampler_cfg: SamplerConfig | Mapping[str, Any]) -
         for c in range(sampler.chains)
     ]
     draws = sampler.chains * sampler.draws
+    total = (
+        traces.compile_seconds + traces.wall_seconds
+        if started is None
+        else time.perf_counter() - started
+    )
     return LLCResult(
         llc=summary.mean,
         llc_sd=summary.sd,
         llc_per_chain=[float(v) for v in summary.per_chain],
-        target_id=target.target_id,
-        target=target.config,
+        target_id=target_id,
+        target=target,
         sampler=sampler,
         n=n,
-        num_params=d,
-        beta=beta,
+        num_params=num_params,
+        beta=raw.beta,
         nbeta=nbeta,
         gamma=sampler.gamma,
-        l0=target.l0,
-        x64=target.x64,
+        l0=l0,
+        x64=x64,
         chains=chains,
         traces=Traces(
             steps=[int(s) for s in traces.steps],
@@ -135,7 +210,7 @@ def sample_llc(target: Target, sampler_cfg: SamplerConfig | Mapping[str, Any]) -
             build_seconds=0.0,
             compile_seconds=traces.compile_seconds,
             sampling_seconds=traces.wall_seconds,
-            total_seconds=time.perf_counter() - start,
+            total_seconds=total,
             draws_per_second=draws / traces.wall_seconds if traces.wall_seconds else 0.0,
         ),
         versions=package_versions(),
