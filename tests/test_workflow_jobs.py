@@ -5,7 +5,9 @@ and the CLI.
 The project is a prepare -> train -> evaluate pipeline in plain numpy; each step appends
 a line (its name and config) to ``calls.log`` when it runs, so a test sees exactly which
 steps ran. One project is swept, re-run, zipped and searched once for the module (the
-``ran`` fixture); each test reads what one of those runs did.
+``ran`` fixture); each test reads what one of those runs did. The bad-input tests need
+no Prefect API: their runs stop before anything starts (or fail on an address where no
+API answers, rather than start a server of their own).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from uuid import UUID
 import pytest
 from test_run_job import child_env
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+# Where a check that should refuse bad input before anything starts lets it through, the
+# run must not start a Prefect server of its own: it fails on this address instead.
+NO_API = "http://127.0.0.1:9/api"
 
 HEX64 = r"[0-9a-f]{64}"
 
@@ -149,6 +153,19 @@ FILES = {
             config: configs/missing.yaml
             sets:
               - each: train.lr=0.1
+          plain_seeds:
+            workflow: train_and_evaluate
+            config: config.yaml
+            seeds: 2
+            sets:
+              - each: train.lr=0.1
+          bad_search:
+            workflow: train_and_evaluate
+            config: config.yaml
+            optimize:
+              metric: evaluate.test_mse
+              space: train.lrr=log(0.01:1.0)
+              n_trials: 2
         """,
 }
 
@@ -165,20 +182,26 @@ def write_project(folder: Path) -> Path:
 
 
 def sweepflow_env() -> dict[str, str]:
-    """The session's Prefect API, no MLflow or sweepflow settings of the caller's."""
+    """This environment for a child (the session's Prefect API, where one started),
+    without the caller's MLflow or sweepflow settings: the project's defaults apply."""
     env = child_env()
-    for name in ("SWEEPFLOW_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
-        env.pop(name, None)
-    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+    for name in (
+        "SWEEPFLOW_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID",
+    ):  # fmt: skip
         env.pop(name, None)
     return env
 
 
-def sweepflow(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``sweepflow ARGS`` in ``project``, as typed in a terminal there."""
+def sweepflow(
+    project: Path, *args: str, api: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``sweepflow ARGS`` in ``project``, as typed in a terminal there (with
+    ``PREFECT_API_URL=api`` if given)."""
     command = [sys.executable, "-m", "sweepflow", *args]
+    env = sweepflow_env() | ({"PREFECT_API_URL": api} if api else {})
     return subprocess.run(
-        command, cwd=project, env=sweepflow_env(), capture_output=True, text=True, timeout=300
+        command, cwd=project, env=env, capture_output=True, text=True, timeout=300
     )
 
 
@@ -191,6 +214,7 @@ def calls(project: Path) -> list[str]:
 
 
 def step_names(lines: list[str]) -> Counter[str]:
+    """How many times each step ran, from ``calls.log`` lines."""
     return Counter(line.split()[0] for line in lines)
 
 
@@ -236,9 +260,11 @@ class Ran:
     steps: dict[str, list[str]] = field(default_factory=dict)
     artifacts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
-    def run(self, name: str, *args: str) -> None:
+    def run(self, name: str, *args: str, listed: bool = True) -> None:
         self.done[name] = sweepflow(self.project, "run", *args)
         self.steps[name] = calls(self.project)
+        if not listed:
+            return
         listed = sweepflow(self.project, "artifacts", "ls", "--json")
         assert listed.returncode == 0, listed.stderr
         self.artifacts[name] = json.loads(listed.stdout)
@@ -255,8 +281,8 @@ def ran(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Ran:
     ran = Ran(write_project(tmp_path_factory.mktemp("workflow jobs") / "project"))
     ran.run("first", "sweep")
     ran.run("second", "sweep")
-    ran.run("zipped", "zipped")
-    ran.run("search", "search")
+    ran.run("zipped", "zipped", listed=False)
+    ran.run("search", "search", listed=False)
     return ran
 
 
@@ -285,7 +311,7 @@ def test_sweep_makes_the_shared_step_once(ran: Ran) -> None:
 def test_trials_table_has_a_column_per_step_metric(ran: Ran) -> None:
     done = ran.ok("first")
     table = (done.stdout + done.stderr).splitlines()
-    header = next(line for line in table if "train.lr" in line)
+    header = next(line for line in table if line.startswith("┃"))
     for column in ("train.lr", "train.seed", "status", "evaluate.test_mse", "train.loss"):
         assert column in header, header
     assert sum(line.startswith("│") and " done " in line for line in table) == 9, table
@@ -359,6 +385,14 @@ def test_mlflow_runs_carry_params_metrics_and_lineage(ran: Ran) -> None:
         )
         assert [s["step"] for s in lineage["steps"]] == ["prepare", "train", "evaluate"]
     assert len(datasets) == 1  # one prepare for the sweep
+    # The re-run's trials have runs of their own (under its parent), every step a hit.
+    _, again = trial_runs(ran, "sweep", 1)
+    assert {(r.data.params["train.lr"], r.data.params["train.seed"]) for r in again} == SWEEP
+    assert len(again) == 9 and all(
+        r.data.tags[f"sweepflow.step.{step}.status"] == "hit"
+        for r in again
+        for step in ("prepare", "train", "evaluate")
+    )
     statuses = Counter(r.data.tags["sweepflow.step.prepare.status"] for r in children)
     assert statuses == {"ran": 1, "hit": 8}, statuses
 
@@ -385,13 +419,19 @@ def test_zip_and_seeds_over_step_keys(ran: Ran) -> None:
 # -- 5. a search over step keys ---------------------------------------------------------
 def test_search_over_step_keys_reports_the_best_trial(ran: Ran) -> None:
     done = ran.ok("search")
-    print(done.stdout, done.stderr)
-    assert step_names(ran.steps["search"]) == {"train": 4, "evaluate": 4}
-    _, children = trial_runs(ran, "search")
+    assert "4 done, 0 cached, 0 failed" in done.stderr
+    assert step_names(ran.steps["search"]) == {"train": 4, "evaluate": 4}  # prepare: a hit
+    parent, children = trial_runs(ran, "search")
     assert len(children) == 4
+    assert all(set(r.data.params) == {"train.lr", "train.steps"} for r in children)
+    assert {r.data.params["train.steps"] for r in children} <= {"5", "10", "20"}
     best = min(children, key=lambda r: r.data.metrics["evaluate.test_mse"])
+    line = next(line for line in done.stderr.splitlines() if line.startswith("best trial"))
+    assert parent.data.tags["sweepflow.best_run_id"] == best.info.run_id
+    assert parent.data.tags["sweepflow.best_metric"] == "evaluate.test_mse"
     value = best.data.metrics["evaluate.test_mse"]
-    assert f"{value:g}" in done.stderr + done.stdout
+    assert f": evaluate.test_mse = {value:g}  (train.lr=" in line, line
+    assert f"train.lr={best.data.params['train.lr']} " in line, line
 
 
 # -- 3. bad input: one line, nothing run -------------------------------------------------
@@ -409,13 +449,18 @@ ERRORS = [
     pytest.param(
         "no_config", ["Job 'no_config'", "configs/missing.yaml", "config:"], id="missing-config"
     ),
+    pytest.param(  # seeds: N sweeps a plain seed=..., which no step has
+        "plain_seeds",
+        ["Job 'plain_seeds' trial 0 (train.lr=0.1 seed=0)", "'seed' is not a step", "train"],
+        id="seeds-count",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("job", "wanted"), ERRORS)
 def test_bad_input_is_one_line_and_runs_nothing(project: Path, job: str, wanted: list[str]) -> None:
     write_project(project)
-    done = sweepflow(project, "run", job)
+    done = sweepflow(project, "run", job, api=NO_API)
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -428,7 +473,7 @@ def test_bad_input_is_one_line_and_runs_nothing(project: Path, job: str, wanted:
 
 def test_unknown_step_key_lists_the_valid_keys(project: Path) -> None:
     write_project(project)
-    done = sweepflow(project, "run", "sweep", "train.zzz=1")
+    done = sweepflow(project, "run", "sweep", "train.zzz=1", api=NO_API)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "train.zzz=1" in line and "valid keys: train.lr, train.seed, train.steps" in line
@@ -436,13 +481,13 @@ def test_unknown_step_key_lists_the_valid_keys(project: Path) -> None:
 
 def test_dry_run_prints_a_workflow_line_per_trial(project: Path) -> None:
     write_project(project)
-    done = sweepflow(project, "run", "sweep", "--dry-run")
+    done = sweepflow(project, "run", "sweep", "--dry-run", api=NO_API)
     lines = done.stdout.splitlines()
     assert done.returncode == 0 and lines[-1] == "9 trials in 9 batches"
     prefix = "workflow train_and_evaluate (pipe:train_and_evaluate): "
     assert lines[:-1] == [f"{prefix}train.lr={lr} train.seed={seed}" for lr, seed in SWEEP_ORDER]
 
-    done = sweepflow(project, "run", "sweep", "--dry-run", "--json")
+    done = sweepflow(project, "run", "sweep", "--dry-run", "--json", api=NO_API)
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert records[-1] == {"summary": {"job": "sweep", "trials": 9, "batches": 9}}
     assert [(r["workflow"], r["args"]) for r in records[:-1]] == [
@@ -450,3 +495,24 @@ def test_dry_run_prints_a_workflow_line_per_trial(project: Path) -> None:
         for lr, seed in SWEEP_ORDER
     ]
     assert not (project / ".sweepflow" / "mlflow.db").exists()
+
+
+def test_search_with_a_bad_step_key_is_refused_before_it_starts(
+    prefect_api: str, project: Path
+) -> None:
+    write_project(project)
+    done = sweepflow(project, "run", "bad_search")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "train.lrr" in done.stderr and "did you mean 'train.lr'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (project / ".sweepflow" / "mlflow.db").exists()
+
+
+def test_search_dry_run_shows_the_workflow_a_trial_runs(project: Path) -> None:
+    write_project(project)
+    done = sweepflow(project, "run", "search", "--dry-run", api=NO_API)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "search: minimize evaluate.test_mse over 4 trials (tpe sampler)"
+    assert lines[-1].startswith("a trial runs: workflow train_and_evaluate"), lines
+    assert "train.lr=0.01 train.steps=5" in lines[-1], lines

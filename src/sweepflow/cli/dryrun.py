@@ -110,6 +110,20 @@ def search_count(plan: Plan, n_trials: int | None = None) -> int:
     return n_trials or settings.n_trials or search_space(plan).grid_size() or 20
 
 
+def example_trial(plan: Plan, project_dir: Path | None, extra: list[str]) -> Any:
+    """A search's first trial as it would run: each range's low end, each list's first
+    value (a :class:`~sweepflow.execution.trial.TrialSpec`)."""
+    from sweepflow.plan.space import format_value, search_space
+    from sweepflow.plan.specs import spec_maker
+
+    space = search_space(plan)
+    example = {
+        d.key: format_value(d.low if d.kind != "categorical" else d.choices[0])
+        for d in space.dimensions
+    } | space.fixed
+    return spec_maker(plan, project_dir or Path.cwd(), extra)(0, example)
+
+
 def _print_search(
     plan: Plan,
     extra: list[str],
@@ -118,22 +132,20 @@ def _print_search(
     out: TextIO,
     n_trials: int | None,
 ) -> None:
-    from sweepflow.plan.space import format_value, search_space
-    from sweepflow.plan.specs import spec_maker
+    from sweepflow.plan.space import search_space
 
     space = search_space(plan)
     settings = plan.job.optimize
     assert settings is not None
     total = search_count(plan, n_trials)
     # The first trial as it would run, at each range's low end and each list's first value.
-    example = {
-        d.key: format_value(d.low if d.kind != "categorical" else d.choices[0])
-        for d in space.dimensions
-    } | space.fixed
-    spec = spec_maker(plan, project_dir or Path.cwd(), extra)(0, example)
-    command = (
-        spec.function + f"({list(spec.items)!r})" if spec.kind == "call" else shlex.join(spec.argv)
-    )
+    spec = example_trial(plan, project_dir, extra)
+    if spec.kind == "call":
+        command = spec.function + f"({list(spec.items)!r})"
+    elif spec.kind == "workflow":
+        command = f"workflow {plan.job.workflow} ({spec.function}): {' '.join(spec.items)}"
+    else:
+        command = shlex.join(spec.argv)
     if as_json:
         record = {
             "job": plan.job.key,

@@ -156,12 +156,18 @@ def run(
         check_size(plan, max_trials)
     if plan.job.kind == "call" and project is not None:
         _check_call_module(plan.job, project)
-    if plan.job.kind == "workflow" and plan.space is None:
-        from sweepflow.plan.commands import invocations
+    if plan.job.kind == "workflow":
         from sweepflow.workflow.jobs import check_job
 
         here = project or Path.cwd()
-        check_job(plan.job, here, (unit.items for unit in invocations(plan, extra, here)))
+        if plan.space is None:
+            from sweepflow.plan.commands import invocations
+
+            check_job(plan.job, here, (unit.items for unit in invocations(plan, extra, here)))
+        else:  # a search: its keys, with the first trial's values
+            from sweepflow.cli.dryrun import example_trial
+
+            check_job(plan.job, here, [example_trial(plan, here, list(extra)).items])
     if not refresh and plan.space is None and plan.job.cache and project is not None:
         from sweepflow.cli.console import print_cached
 

@@ -217,7 +217,8 @@ class Plan:
             JobError: The job's own semantic errors (with file:line and key path).
             SweepSyntaxError: An override that does not parse.
         """
-        job.kind  # noqa: B018 - validates run / call / submit
+        if job.kind == "llc":  # its trials come from its experiments file; overrides are --set
+            return cls(job, [], list(overrides))
         job.check_preload()
         if job.optimize is not None:
             return cls(job, [], list(overrides), _compile_space(job, overrides))

@@ -51,7 +51,7 @@ _SET_ALIASES = {"batch": "each", "args": "all", "with": "add"}
 _HYDRAFLOW = "steps"  # a job written with HydraFlow's name for its sets
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 _JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_KINDS = ("run", "call", "submit", "workflow")
+_KINDS = ("run", "call", "submit", "workflow", "llc")
 _MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 
@@ -71,6 +71,11 @@ class Job(SpecModel):
         None,
         description="workflow: jobs: the workflow's YAML config (one key per step), "
         "relative to the job file; the trial's params override it.",
+    )
+    llc: str | None = Field(
+        None,
+        description="An LLC experiments file (targets x samplers), relative to the job "
+        "file: one trial per (target, sampler) pair (sweepflow llc run FILE).",
     )
     submit_format: Literal["json", "args"] | None = Field(
         None,
@@ -160,8 +165,9 @@ class Job(SpecModel):
         return [k for k in _KINDS if getattr(self, k) is not None]
 
     @property
-    def kind(self) -> Literal["run", "call", "submit", "workflow"]:
-        """Which of ``run`` / ``call`` / ``submit`` / ``workflow`` the job uses (checked)."""
+    def kind(self) -> Literal["run", "call", "submit", "workflow", "llc"]:
+        """Which of ``run`` / ``call`` / ``submit`` / ``workflow`` / ``llc`` the job uses
+        (checked)."""
         given = self.commands_given
         if len(given) != 1:
             what = "none of" if not given else "more than one of"
@@ -172,10 +178,12 @@ class Job(SpecModel):
         kind, value = given[0], str(getattr(self, given[0]))
         if not value.strip():
             example = {"run": "python train.py", "call": "train:main", "submit": "python h.py"}
-            example["workflow"] = "train_and_evaluate"
+            example |= {"workflow": "train_and_evaluate", "llc": "experiments.yaml"}
             raise self.error(f"has an empty {kind}: write e.g. '{kind}: {example[kind]}'", kind)
         if kind == "workflow":
             self._check_workflow()
+        elif kind == "llc":
+            self._check_llc()
         elif self.config is not None:
             raise self.error(
                 f"has config: but is a {kind}: job; config: is a workflow: job's YAML "
@@ -220,6 +228,38 @@ class Job(SpecModel):
         ):
             if wrong:
                 raise self.error(f"is a workflow: job and has {name}: {fix}", name)
+
+    def _check_llc(self) -> None:
+        """An ``llc:`` job's trials are its experiments file's pairs: no sets of its own."""
+        for name, wrong in (
+            ("sets", bool(self.sets)),
+            ("seeds", self.seeds is not None),
+            ("optimize", self.optimize is not None),
+            ("per", self.per == "batch"),
+            ("config", self.config is not None),
+            ("preload", bool(self.preload)),
+            ("add", bool(self.add)),
+        ):
+            if wrong:
+                raise self.error(
+                    f"is an llc: job and has {name}: its trials are the experiments file's "
+                    "(target, sampler) pairs: remove it (sweep a sampler with sweep: in "
+                    "the experiments file)",
+                    name,
+                )
+
+    @property
+    def llc_path(self) -> Path:
+        """An ``llc:`` job's experiments file, resolved from the job file's folder."""
+        base = self._source.path.absolute().parent if self._source else Path.cwd()
+        path = (base / str(self.llc)).resolve()
+        if not path.is_file():
+            raise self.error(
+                f"has llc: {self.llc!r}, but there is no file at {path}: give the "
+                "experiments file, relative to the job file",
+                "llc",
+            )
+        return path
 
     @property
     def workflow_ref(self) -> str:
@@ -365,6 +405,9 @@ def load_jobs(path: str | Path | None = None) -> JobFile:
     """
     source = Source.read(path if path is not None else find_job_file())
     problems: list[str] = []
+    if _is_experiments(source.data):  # an LLC experiments file: one llc: job
+        name = source.data.get("experiment") or source.path.stem
+        source.data = {"jobs": {str(name): {"llc": source.path.name}}}
     data = _normalise(source, problems)
     try:
         jobfile = JobFile.model_validate(data)
@@ -380,6 +423,11 @@ def load_jobs(path: str | Path | None = None) -> JobFile:
         job._key, job._source, job._hydraflow = key, source, key in hydraflow
         job._workflows = dict(jobfile.workflows)
     return jobfile
+
+
+def _is_experiments(data: Any) -> bool:
+    """An LLC experiments file (``targets:`` and ``samplers:``, no ``jobs:``)."""
+    return isinstance(data, dict) and "jobs" not in data and {"targets", "samplers"} <= set(data)
 
 
 def _watch_problems(source: Source, jobfile: JobFile) -> list[str]:

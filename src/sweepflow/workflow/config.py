@@ -194,11 +194,8 @@ def apply_overrides(
             path, annotation = _resolve(model, sub)
         except ConfigError:
             close = difflib.get_close_matches(sub, config_keys(model), n=1, cutoff=0.6)
-            hint = (
-                f" — did you mean '{name}.{close[0]}'?"
-                if close
-                else f" (valid keys: {', '.join(sorted(known))})"
-            )
+            hint = f" — did you mean '{name}.{close[0]}'?" if close else ""
+            hint += f" (valid keys: {', '.join(sorted(known))})"
             raise WorkflowError(
                 f"override {item!r}: step '{name}' has no config key '{sub}'{hint}"
             ) from None
