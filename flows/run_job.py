@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows._llc import (
+    llc_analyst,
+    llc_matrix,
+    llc_options,
+    llc_specs,
+    llc_workflow,
+    publish_llc,
+)
 from flows._record import Record, open_parent
 from flows._runner import TaskRunner
 from flows._runtime import capacity, end_with_worker, json_flow, start_cluster, task_runner
@@ -48,6 +57,7 @@ def run_job(
     storage: str | None = None,
     max_trials: int = MAX_TRIALS,
     outputs_check: bool = True,
+    promote: str | None = None,
 ) -> dict[str, Any]:
     """Run every trial of ``job`` (with command-line style ``overrides``).
 
@@ -60,6 +70,10 @@ def run_job(
     ``n_trials`` and ``storage`` overriding the job's. A sweep of more than
     ``max_trials`` trials is refused before anything is expanded. A cached trial whose
     folder is gone runs again unless ``outputs_check`` is False.
+
+    An ``llc:`` job (or an LLC experiments file as ``job_file``) runs one trial per
+    (target, sampler) pair, its ``overrides`` being ``--set`` items; ``promote`` is the
+    folder its gallery is written to.
     """
     end_with_worker()
     jobfile = load_jobs(_existing(job_file) if job_file else find_job_file())
@@ -72,7 +86,7 @@ def run_job(
         if the_job.optimize is None:
             return _sweep(
                 jobfile, the_job, overrides, max_trials=max_trials, outputs_check=outputs_check,
-                **options,
+                promote=promote, **options,
             )  # fmt: skip
         from flows._search import search  # a search: the same flow runs it (deployments)
 
@@ -112,17 +126,22 @@ def _sweep(
     fail_fast: bool,
     max_trials: int,
     outputs_check: bool,
+    promote: str | None = None,
 ) -> dict[str, Any]:
     """The sweep of ``the_job``: every trial, cached ones told without a task run."""
     project = jobfile.path.parent.resolve()
     state = state_dir(project)
     chosen = load_profile(profile or the_job.profile, profile_set or [], project)
     retries = max(the_job.retries, chosen.retries)  # a flaky cluster's profile may ask more
-    plan = compile_job(the_job, overrides or [])
-    check_size(plan, max_trials)
-    specs = build_specs(plan, project, extra)
+    matrix = llc_matrix(the_job, overrides) if the_job.kind == "llc" else None
+    if matrix is not None:
+        specs = llc_specs(matrix, the_job, project)
+    else:
+        plan = compile_job(the_job, overrides or [])
+        check_size(plan, max_trials)
+        specs = build_specs(plan, project, extra)
     enabled = not refresh and the_job.cache
-    workflow = the_job.kind == "workflow"  # its steps are cached, not its trials
+    workflow = the_job.kind in ("workflow", "llc")  # its steps are cached, not its trials
     looked = time.time()  # results stored after this were made by another run
     cached = lookup(state, enabled=enabled and not workflow)
     hits, notes = cached_results(
@@ -131,7 +150,12 @@ def _sweep(
     todo = [s for s in specs if s.index not in hits]
     window = max(1, max_parallel or capacity(chosen))
     # A workflow job's every trial config is loaded before anything starts.
-    steps = check_job(the_job, project, (s.items for s in specs)) if workflow else None
+    if matrix is not None:
+        steps = llc_workflow()
+    elif workflow:
+        steps = check_job(the_job, project, (s.items for s in specs))
+    else:
+        steps = None
     uri = default_tracking_uri(project)
     # Nothing to run (all cached): no cluster to start. Otherwise the cluster starts (its
     # workers importing what trials need) while this process opens MLflow.
@@ -159,10 +183,12 @@ def _sweep(
     feed = Feed(todo, 1 if workflow else the_job.chunk, window)
     resources = dict(the_job.resources) if chosen.type != "local" else {}
     units: TaskRunner | WorkflowRunner
+    analyst = llc_analyst(matrix, state, tracker) if matrix is not None else None
     if workflow:
         units = WorkflowRunner(
             runner, the_job, project, state, window, retries=retries, resources=resources,
             no_cache=not enabled, on_run=workflow_tracking(tracker, state), workflow=steps,
+            **(llc_options(matrix, analyst, resources) if matrix is not None else {}),
         )  # fmt: skip
         stack.callback(units.close)
     else:
@@ -187,6 +213,8 @@ def _sweep(
     summary = record.publish([record.outcomes[s.index] for s in specs], counts)
     rows = [record.outcomes[s.index] for s in specs]
     publish_sweep_plot(tracker, parent, the_job.key, specs, rows, state)  # never raises
+    if analyst is not None:
+        summary |= publish_llc(analyst, Path(promote) if promote else None)
     if failed := counts["failed"] + counts["cancelled"]:
         raise IncompleteRun(
             f"{failed} of {len(specs)} trials of job '{the_job.key}' did not finish"

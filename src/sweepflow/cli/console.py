@@ -405,6 +405,9 @@ def _run_flow(
         result = state.result()
         if result.get("best"):
             _best(console, result)
+        for name, path in (result.get("llc") or {}).items():  # an llc: job's table, gallery
+            if name in ("table", "gallery"):
+                console.print(f"{name}: {path}", markup=False, soft_wrap=True)
         where = Path(parameters["job_file"]).parent if parameters.get("job_file") else None
         ids = (result.get("experiment_id"), result.get("parent_run"))
         for line in mlflow_lines(where, result["tracking_uri"], *ids):

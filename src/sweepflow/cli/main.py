@@ -124,6 +124,14 @@ def run(
     from sweepflow.cli.summary import view_of
 
     jobfile = load_jobfile(file)
+    if jobfile.job(job).kind == "llc":  # its trials come from its experiments file
+        from sweepflow.workloads.llc.cli import launch
+
+        return launch(
+            ctx, jobfile, job, list(overrides or []), profile=profile, profile_set=sets,
+            dry_run=dry_run, refresh=refresh, max_parallel=max_parallel, fail_fast=fail_fast,
+            columns=columns,
+        )  # fmt: skip
     # Bad input fails here, before anything starts.
     plan = compile_job(jobfile.job(job), overrides or [])
     view = view_of(job, plan.job, columns, file)

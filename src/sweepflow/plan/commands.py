@@ -126,6 +126,11 @@ def invocations(
     """
     job = plan.job
     kind = job.kind
+    if kind == "llc":
+        raise job.error(
+            "is an llc: job: its trials are its experiments file's (target, sampler) pairs, "
+            "expanded by 'sweepflow llc run' (or 'sweepflow run' of the job)"
+        )
     check_extra(job, extra)
     runs = state_dir(project_dir) / "runs" / job.key
     units: Iterable[tuple[int, int, dict[str, str], list[str]]]

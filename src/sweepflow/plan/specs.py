@@ -92,10 +92,14 @@ def spec_maker(
     head = shlex.split(job.command) if job.kind == "run" else []
     ref = job.workflow_ref if job.kind == "workflow" else ""
 
+    kind = job.kind
+    if kind == "llc":
+        raise job.error("is an llc: job: tune its samplers with 'sweepflow llc tune'")
+
     def make(index: int, params: dict[str, str]) -> TrialSpec:
         items = (*(f"{k}={v}" for k, v in params.items()), *add)
         unit = Invocation(
-            job.kind,
+            kind,
             index,
             index,
             items,

@@ -210,10 +210,15 @@ def enable_compilation_cache(folder: Path) -> None:
         compilation_cache.reset_cache()
 
 
-def _cache_from_env() -> None:
+def _cache_from_env(workspace: Path) -> None:
+    """The compilation cache in ``$SWEEPFLOW_JAX_CACHE``, else ``<state>/jax-cache``: a
+    step's workspace is ``<state>/store/tmp/<name>`` wherever it runs (a shared file
+    system on a cluster), so every worker finds the same cache without being told."""
     folder = os.environ.get(CACHE_ENV)
     if folder:
         enable_compilation_cache(Path(folder))
+    elif workspace.parent.name == "tmp" and workspace.parent.parent.name == "store":
+        enable_compilation_cache(workspace.parent.parent.parent / "jax-cache")
 
 
 @sweepflow.step(outputs={"target": LLC_TARGET}, code_version=CODE_VERSION)
@@ -224,7 +229,7 @@ def build_llc_target(cfg: TargetConfig, workspace: Path) -> dict[str, Any]:
 
     from .targets import build_target
 
-    _cache_from_env()
+    _cache_from_env(workspace)
     with jax.enable_x64(cfg.x64):
         target = build_target(cfg)
         arrays: dict[str, Any] = {}
@@ -473,7 +478,7 @@ def sample_llc_target(
     import jax
 
     check_sampler_precision(_read_info(target.path).config, cfg.sampler)
-    _cache_from_env()
+    _cache_from_env(workspace)
     built = load_target(target.path)
     start = time.perf_counter()
     with jax.enable_x64(built.x64):
