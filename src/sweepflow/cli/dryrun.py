@@ -191,6 +191,12 @@ def print_jobs(jobfile: JobFile) -> None:
         kind = given[0] if len(given) == 1 else "?"
         command = getattr(job, kind) if kind != "?" else ""
         try:
+            if kind == "llc":  # its trials are its experiments file's pairs
+                from sweepflow.workloads.llc.experiment import load_experiment
+
+                pairs = len(load_experiment(job.llc_path).pairs())
+                table.add_row(name, kind, command, f"{pairs:,}", "pairs", "ok")
+                continue
             plan = compile_job(job)
             if plan.space is not None:
                 table.add_row(name, kind, command, f"{search_count(plan):,}", "search", "ok")
