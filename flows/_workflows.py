@@ -181,8 +181,9 @@ class WorkflowRunner:
             )
         except Exception as exc:
             logger.error("%s [%s] failed: %s", self.job.key, spec.label, exc)
+            _write_log(Path(spec.workdir), exc)  # the trial's stderr.log: the traceback
             return Outcome("failed", error=str(exc), seconds=time.time() - started)
-        metrics, tags = trial_metrics(result.steps), {}
+        metrics, tags = trial_metrics(result.steps), dict[str, str]()
         if self.analyse is not None:
             try:
                 extra, tags = self.analyse(spec, result)
@@ -224,6 +225,16 @@ def workflow_tracking(
         return lineage_tags(result.steps)
 
     return on_run
+
+
+def _write_log(folder: Path, exc: BaseException) -> None:
+    """Keep a failed trial's traceback in its folder's ``stderr.log`` (the console
+    points there)."""
+    import traceback
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "".join(traceback.format_exception(exc))
+    (folder / "stderr.log").write_text(text, encoding="utf-8")
 
 
 class _Run:

@@ -171,16 +171,16 @@ def test_dask_local_runs_steps_in_worker_processes_and_reuses_them(wf_project: P
         (dataset,) = catalog.atoms(step="prepare")
         models = catalog.atoms(step="train")
         assert len(models) == 2
-        pids = {
-            catalog.store.get(a["digest"]).meta.metadata["pid"] for a in [dataset, *models]
-        }
+        pids = {catalog.store.get(a["digest"]).meta.metadata["pid"] for a in [dataset, *models]}
         assert first.pid not in pids and os.getpid() not in pids  # ran in Dask's workers
         for model in models:
             edges = catalog.lineage(model["digest"], direction="up")["edges"]
             assert edges == [
                 {"parent": dataset["digest"], "child": model["digest"], "input": "dataset"}
             ]
-            assert catalog.store.get(model["digest"]).path.is_file()
+            atom = catalog.store.get(model["digest"])
+            assert atom.path.is_file()
+            assert atom.meta.provenance.prefect_task_run_id  # made by a step task
         entries = catalog.dump()["cache_entries"]
         assert sorted(step for _, step, _, _ in entries) == ["prepare", "train", "train"]
 
@@ -211,7 +211,11 @@ def test_a_broken_step_fails_its_trial_only(wf_project: Path) -> None:
     assert "2 done, 0 cached, 1 failed" in done.output, done.output
     assert "Traceback" not in done.output, done.output
     lines = done.output.splitlines()
-    (told,) = [line for line in lines if line.startswith("trial 1 (train.lr=0.5 train.fail_at=0.5) failed:")]
+    (told,) = [
+        line
+        for line in lines
+        if line.startswith("trial 1 (train.lr=0.5 train.fail_at=0.5) failed:")
+    ]
     assert "step 'train' failed: ValueError: lr 0.5 diverged" in told, done.output
     assert lines[lines.index(told) + 1].strip().startswith("logs:"), done.output  # one line
     progress = [line for line in lines if line.startswith("[") and "failed" in line]

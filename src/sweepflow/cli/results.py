@@ -75,8 +75,10 @@ def _print(rows: list[dict[str, Any]], columns: list[str], form: Format, title: 
             widest = max((len(row[place]) for row in cells), default=1)
             # A number is never split over two lines; other cells wrap, never cut.
             table.add_column(column, overflow="fold", min_width=widest if numeric[place] else None)
+        from rich.text import Text
+
         for row in cells:
-            table.add_row(*row)
+            table.add_row(*(Text(cell) for cell in row))  # a value like "sgld[x=1]" is no markup
         print_table(table)
 
 

@@ -279,7 +279,7 @@ def _table(shape: Layout, title: str, whole_numbers: bool) -> Table:
             min_width=widest if place in numbers and whole_numbers else None,
         )
     for o, row in zip(shape.rows, cells, strict=True):
-        table.add_row(*row, style=_STYLE.get(o.status))
+        table.add_row(*(Text(cell) for cell in row), style=_STYLE.get(o.status))  # no markup
     return table
 
 

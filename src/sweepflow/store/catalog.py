@@ -225,8 +225,12 @@ class Catalog:
         except ValueError as exc:
             raise StoreError(str(exc)) from None
         entry = {"key": key, "step": step, "outputs": dict(outputs), "created": now_iso()}
-        _write_atomic(self.root / "entries" / f"{key}.json", entry)
-        self._insert_entries([entry])
+        # The file and the row under one write lock across processes: two drivers that
+        # record the same key leave the same entry in both (reindex reads the files).
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            _write_atomic(self.root / "entries" / f"{key}.json", entry)
+            self._insert_entries([entry])
 
     def _insert_entries(self, entries: Iterable[dict[str, Any]]) -> None:
         self._write(

@@ -57,6 +57,8 @@ class Provenance(BaseModel):
         packages: Package versions, name -> version.
         git_commit, git_dirty: The project's commit and whether it had changes.
         host, user: Where and by whom (fields, never part of an id).
+        placement: Where a worker ran it: ``SLURM_JOB_ID``, ``SLURMD_NODENAME``,
+            ``CUDA_VISIBLE_DEVICES`` as set there (empty when none was).
         workflow, workflow_run: The workflow and its run that wrote it.
         mlflow_run_id, prefect_flow_run_id, prefect_task_run_id: Tracking ids.
     """
@@ -74,6 +76,7 @@ class Provenance(BaseModel):
     git_dirty: bool | None = None
     host: str | None = None
     user: str | None = None
+    placement: dict[str, str] = Field(default_factory=dict)
     workflow: str | None = None
     workflow_run: str | None = None
     mlflow_run_id: str | None = None

@@ -246,8 +246,21 @@ def log_lineage(
 
     inputs = dataset_inputs(steps, store_root)
     for start in range(0, len(inputs), _MAX_DATASETS_PER_BATCH):
-        client.log_inputs(run_id, datasets=inputs[start : start + _MAX_DATASETS_PER_BATCH])
+        _log_inputs(client, run_id, inputs[start : start + _MAX_DATASETS_PER_BATCH])
     # One call: MLflow's client splits it into requests of 100 tags (its limit).
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in lineage_tags(steps).items()])
     text = json.dumps(lineage_record(steps), indent=2) + "\n"
     client.log_text(run_id, text, LINEAGE_FILE)
+
+
+def _log_inputs(client: Any, run_id: str, inputs: list[Any]) -> None:
+    """``log_inputs``, once more if another process inserted the same dataset between
+    MLflow's check and its insert (its UNIQUE constraint fails the first try)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException as exc:
+        if "UNIQUE constraint" not in str(exc):
+            raise
+        client.log_inputs(run_id, datasets=inputs)

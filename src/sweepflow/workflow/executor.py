@@ -19,6 +19,7 @@ import contextlib
 import getpass
 import importlib.metadata
 import inspect
+import os
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sweepflow.errors import SweepflowError
+from sweepflow.execution.trial import PLACEMENT
 from sweepflow.store import Atom, Catalog, Lease, ObjectStore, Provenance
 from sweepflow.store.layout import tmp_dir
 from sweepflow.workflow.artifact import Artifact
@@ -348,6 +350,12 @@ def _execute_once(
         shutil.rmtree(workspace, ignore_errors=True)
 
 
+def _where() -> dict[str, Any]:
+    """The host this runs on, and its SLURM job, node and GPUs where set."""
+    placement = {k: os.environ[k] for k in PLACEMENT if os.environ.get(k)}
+    return {"host": socket.gethostname(), "placement": placement}
+
+
 class StepWork:
     """The work of a step that missed, callable with extra provenance fields (the run
     ids a Prefect task knows) wherever it runs.
@@ -380,7 +388,7 @@ class StepWork:
             self.cfg,
             self.plan,
             self.root,
-            {**self.provenance, "host": socket.gethostname(), **(extra or {})},
+            {**self.provenance, **_where(), **(extra or {})},
             lease=self.lease,
             retries=self.retries,
             retry_delay=self.retry_delay,

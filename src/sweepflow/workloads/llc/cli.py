@@ -1,4 +1,7 @@
-"""``sweepflow llc estimate TARGET.yaml SAMPLER.yaml [--out DIR]``: one LLC estimate.
+"""``sweepflow llc``: ``estimate TARGET.yaml SAMPLER.yaml`` (one LLC estimate, here),
+``run experiments.yaml`` (every target x sampler pair as a Prefect flow, cached in the
+artifact store) and ``tune experiments.yaml --sampler NAME`` (an Optuna search of a
+sampler's hyperparameters against a reference).
 
 Importing this module loads typer only; JAX and the rest load when the command runs.
 """
@@ -209,4 +212,39 @@ def launch(
         outputs_check=True,
         view=view,
         promote=str(promote.resolve()) if promote else None,
+    )
+
+
+@llc_app.command("tune")
+def tune_sampler(
+    file: Annotated[Path, typer.Argument(help="Experiments file: targets and samplers.")],
+    sampler: Annotated[str, typer.Option("--sampler", help="The file's sampler to tune (name).")],
+    n_trials: Annotated[
+        int, typer.Option("--n-trials", min=1, help="Continue the study to this many trials.")
+    ],
+    space: Annotated[
+        str | None,
+        typer.Option("--space", help='Search space: "step_size=log(1e-6:1e-3) batch_size=32,64".'),
+    ] = None,
+    reference: Annotated[
+        str, typer.Option("--reference", help="Reference sampler: hmc or nuts.")
+    ] = "hmc",
+    reference_draws: Annotated[
+        int, typer.Option("--reference-draws", min=1, help="Draws per reference chain.")
+    ] = 2000,
+    per_work: Annotated[
+        bool, typer.Option("--per-work", help="Score error x log10(gradient evaluations).")
+    ] = False,
+    huber: Annotated[
+        float | None, typer.Option("--huber", help="Huber loss with this delta, not |error|.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler.")] = 0,
+) -> int:
+    """Tune SAMPLER's hyperparameters (Optuna TPE) against a long HMC/NUTS reference λ per
+    target; the reference and every trial's run are cached in the artifact store."""
+    from .tune import run_cli
+
+    return run_cli(
+        file, sampler, n_trials, space, reference, reference_draws, per_work, huber, seed,
+        typer.echo,
     )

@@ -174,6 +174,8 @@ class Analyst:
         }
         tags = {"sweepflow.llc.run": run_id, "sweepflow.llc.target_id": target.id}
         tags["sweepflow.llc.sampler_id"] = sampler.id
+        placement = self.store.get(run_digest).meta.provenance.placement
+        tags |= {f"sweepflow.placement.{name}": value for name, value in placement.items()}
         return metrics, tags
 
     def _analysis(
