@@ -12,7 +12,7 @@ An experiments file is also a job file with one ``llc:`` job (named by its
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["run_llc"]
 
@@ -33,7 +33,7 @@ def run_llc(
 
     path = Path(file).resolve()
     (name,) = load_jobs(path).jobs
-    return run_job(
+    summary = run_job(
         job=name,
         overrides=list(sets or []),
         job_file=str(path),
@@ -41,3 +41,4 @@ def run_llc(
         refresh=refresh,
         promote=str(Path(promote).resolve()) if promote else None,
     )
+    return cast("dict[str, Any]", summary)

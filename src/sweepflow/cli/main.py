@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from sweepflow.cli.artifacts import artifacts_app
+from sweepflow.cli.llc import run_experiment
 from sweepflow.cli.options import FileOption, RootGroup, WholeHelpGroup, error_line, load_jobfile
 from sweepflow.cli.plot import plot
 from sweepflow.cli.profiles import profile_app
@@ -125,7 +126,7 @@ def run(
 
     jobfile = load_jobfile(file)
     if jobfile.job(job).kind == "llc":  # its trials come from its experiments file
-        from sweepflow.workloads.llc.cli import launch
+        from sweepflow.cli.llc import launch
 
         return launch(
             ctx, jobfile, job, list(overrides or []), profile=profile, profile_set=sets,
@@ -293,6 +294,7 @@ app.command()(results)
 app.command(name="ls")(ls)
 app.command()(plot)
 app.add_typer(profile_app, name="profile")
+llc_app.command("run")(run_experiment)  # a run of the flow: the CLI layer's
 app.add_typer(llc_app, name="llc", cls=WholeHelpGroup)  # whole descriptions in --help
 app.add_typer(workflow_app, name="workflow", cls=WholeHelpGroup)
 app.add_typer(artifacts_app, name="artifacts", cls=WholeHelpGroup)

@@ -16,7 +16,7 @@ from sweepflow.errors import JobError
 from sweepflow.plan.expansion import Plan
 from sweepflow.syntax.nodes import LinSpace, Literal, LogSpace, Node, Param, Range, ValueList
 
-__all__ = ["Dimension", "SearchSpace", "format_value", "search_space"]
+__all__ = ["Dimension", "SearchSpace", "dimension", "format_value", "search_space"]
 
 
 def format_value(value: object) -> str:
@@ -108,8 +108,9 @@ def _range(key: str, node: Range, exponent: str) -> Dimension:
     return Dimension(key, "float", float(low), float(high), float(step), grid=floats)
 
 
-def _dimension(job_error, param: Param) -> Dimension | str:
-    """The dimension of ``param``, or its text when it is a single fixed value."""
+def dimension(job_error, param: Param) -> Dimension | str:
+    """The dimension of ``param``, or its text when it is a single fixed value
+    (``job_error(message)`` makes the error of a bad one)."""
     node: Node = param.values
     key, exponent = param.key, param.exponent
     if isinstance(node, Range) and (len(node) > 1 or not (node.stepped or node.integer)):
@@ -170,7 +171,7 @@ def search_space(plan: Plan) -> SearchSpace:
     fixed: dict[str, str] = {}
     for param in plan.space.each:
         assert isinstance(param, Param)
-        dim = _dimension(job_error, param)
+        dim = dimension(job_error, param)
         if isinstance(dim, str):
             fixed[param.key] = dim
         else:

@@ -49,7 +49,13 @@ __all__ = [
 LLC_WORKFLOW = Workflow("llc", [build_llc_target, sample_llc_target])
 TABLE = "llc_runs.parquet"
 _REF = "sweepflow.workloads.llc.pairs:LLC_WORKFLOW"
-_ANALYSIS = "analysis"  # the extras folder of an llc-run: its plots and row
+_ANALYSIS = "analysis"
+# Where a pair's run ran, as the tags of other trials say it (flows._runtime.placement_tags).
+_PLACED = {
+    "SLURM_JOB_ID": "slurm_job_id",
+    "SLURMD_NODENAME": "node",
+    "CUDA_VISIBLE_DEVICES": "cuda_visible_devices",
+}  # the extras folder of an llc-run: its plots and row
 
 
 def pair_specs(matrix: Matrix, job: Any, project: Path) -> list[TrialSpec]:
@@ -175,7 +181,7 @@ class Analyst:
         tags = {"sweepflow.llc.run": run_id, "sweepflow.llc.target_id": target.id}
         tags["sweepflow.llc.sampler_id"] = sampler.id
         placement = self.store.get(run_digest).meta.provenance.placement
-        tags |= {f"sweepflow.placement.{name}": value for name, value in placement.items()}
+        tags |= {f"sweepflow.{_PLACED[k]}": v for k, v in placement.items() if k in _PLACED}
         return metrics, tags
 
     def _analysis(

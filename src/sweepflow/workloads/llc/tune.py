@@ -21,7 +21,9 @@ set is a hit too. The score of a trial is :func:`objective`.
 The study is kept where searches keep theirs: ``<state>/studies/<study>.journal``,
 study ``llc-tune-<experiment>-<sampler>``, TPE seeded by ``--seed`` (offset by the trials
 already asked, as searches do). A run continues the study to ``n_trials`` counted
-trials: the same N again runs nothing, a larger N runs the difference. The study records
+trials (a failed one counts, as in searches; one left running by a killed driver is
+asked again): the same N again runs nothing, a larger N runs the difference. ``--study``
+names another study. The study records
 a digest of its setup (targets, base sampler, space, reference, objective); another
 setup under the same name is refused rather than mixed in. Everything runs in this
 process; nothing is tracked in MLflow (the study and the store hold the record).
@@ -39,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sweepflow.errors import SweepSyntaxError
 from sweepflow.hashing import digest
-from sweepflow.plan.space import Dimension, SearchSpace, _dimension, format_value
+from sweepflow.plan.space import Dimension, SearchSpace, dimension, format_value
 from sweepflow.spec.source import suggest
 from sweepflow.syntax import Param, parse
 
@@ -131,7 +133,7 @@ def tuning_space(text: str, base: SamplerConfig, sampler: str) -> SearchSpace:
                 f"--space names '{key}', not a setting of {base.kind} sampler "
                 f"'{sampler}'{suggest(key, fields)}"
             )
-        dim = _dimension(lambda message: LLCError(f"--space: {message}"), param)
+        dim = dimension(lambda message: LLCError(f"--space: {message}"), param)
         if isinstance(dim, str):
             fixed[key] = dim
         else:
@@ -225,6 +227,7 @@ class TuneRequest(BaseModel):
     huber: float | None = Field(None, gt=0, description="Huber δ (None: absolute error).")
     per_work: bool = Field(False, description="Multiply the error by log10(grad evals).")
     seed: int = Field(0, description="Seed of the TPE sampler.")
+    study: str | None = Field(None, description="Study name (None: :func:`study_name`).")
 
 
 class TuneResult(BaseModel):
@@ -279,8 +282,12 @@ def tune(matrix: Matrix, request: TuneRequest, echo: Callable[[str], None]) -> T
     space = tuning_space(request.space or default_space(base), base, entry.name)
     ref_cfg = reference_config(base, request.reference, request.reference_draws)
     for target in matrix.targets:
-        check_sampler_precision(target.config, ref_cfg)
         check_sampler_precision(target.config, base)
+        if not target.config.x64:
+            raise LLCError(
+                f"target '{target.name}' in {matrix.path.name} has precision float32, but the "
+                f"{ref_cfg.kind} reference runs in float64 only: set precision: float64 on it"
+            )
     return _Tuning(matrix, request, entry, space, ref_cfg, echo).run()
 
 
@@ -302,7 +309,7 @@ class _Tuning:
         self.ref_cfg, self.echo = ref_cfg, echo
         self.project = matrix.path.parent.resolve()
         self.state = state_dir(self.project)
-        self.name = study_name(matrix.experiment, entry.name)
+        self.name = request.study or study_name(matrix.experiment, entry.name)
         self.setup = digest(
             {
                 "llc_tune": [t.id for t in matrix.targets],
@@ -350,8 +357,8 @@ class _Tuning:
         elif stored != self.setup:
             raise LLCError(
                 f"study '{self.name}' in {location} was made for another setup (its targets, "
-                "base sampler, space, reference or objective differ): delete that file to "
-                "start again, or tune a sampler with another name"
+                "base sampler, space, reference or objective differ): name a new study "
+                "with --study NAME, or delete that file to start again"
             )
         recover_stale(study, lambda trial: None)  # a dead driver's trials are asked again
         return study
@@ -503,6 +510,7 @@ def run_cli(
     huber: float | None,
     seed: int,
     echo: Callable[[str], None],
+    study: str | None = None,
 ) -> int:
     """``sweepflow llc tune``: check the options, read the experiments file, tune.
 
@@ -524,6 +532,7 @@ def run_cli(
         huber=huber,
         per_work=per_work,
         seed=seed,
+        study=study,
     )
     tune(load_experiment(file), request, echo)
     return 0
