@@ -374,7 +374,9 @@ class Record:
         rows = [t for o in units for t in self.units.rows.get(o.index, [o])]  # as publish()
         rows = [o for o in rows if o.status in ("done", "cached")]
         best = None
-        for metric in metric_columns(rows, target)[:1]:
+        # An LLC matrix estimates; no pair is better than another (no best trial).
+        measured = [] if getattr(self.job, "llc", None) else metric_columns(rows, target)
+        for metric in measured[:1]:
             high = metric == target and optimize.directions[0] == "maximize"
             sign = -1.0 if high else 1.0
             scored = [o for o in rows if not math.isnan(o.metrics.get(metric, math.nan))]

@@ -28,6 +28,12 @@ def run_experiment(
         str | None,
         typer.Option("--profile", "-p", help="Execution profile: name or path (default: local)."),
     ] = None,
+    profile_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--profile-set", help="Override a profile field: key=value, e.g. workers=2 (repeat)."
+        ),
+    ] = None,
     promote: Annotated[
         Path | None,
         typer.Option("--promote", help="Write the gallery (gallery.md, gallery.html) here."),
@@ -64,6 +70,7 @@ def run_experiment(
         name,
         list(sets or []),
         profile=profile,
+        profile_set=list(profile_set or []),
         promote=promote,
         dry_run=dry_run,
         refresh=refresh,
