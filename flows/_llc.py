@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["llc_analyst", "llc_matrix", "llc_options", "llc_specs", "llc_workflow", "publish_llc"]
+__all__ = [
+    "llc_all_stored",
+    "llc_analyst",
+    "llc_matrix",
+    "llc_options",
+    "llc_specs",
+    "llc_workflow",
+    "publish_llc",
+]
 
 
 def llc_matrix(job: Any, sets: list[str] | None) -> Any:
@@ -21,6 +29,13 @@ def llc_matrix(job: Any, sets: list[str] | None) -> Any:
     matrix = load_experiment(job.llc_path, sets or [])
     check_pairs(matrix)
     return matrix
+
+
+def llc_all_stored(matrix: Any, project: Path, state: Path, enabled: bool) -> bool:
+    """Whether every pair's run is stored (and may be used): then nothing runs."""
+    from sweepflow.workloads.llc.pairs import pair_status
+
+    return enabled and all(pair_status(matrix, project, state))
 
 
 def llc_specs(matrix: Any, job: Any, project: Path) -> list[Any]:

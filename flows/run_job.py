@@ -10,6 +10,7 @@ from typing import Any
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._llc import (
+    llc_all_stored,
     llc_analyst,
     llc_matrix,
     llc_options,
@@ -159,7 +160,9 @@ def _sweep(
     uri = default_tracking_uri(project)
     # Nothing to run (all cached): no cluster to start. Otherwise the cluster starts (its
     # workers importing what trials need) while this process opens MLflow.
-    runner = task_runner(chosen, window, state, uri) if todo else ThreadPoolTaskRunner(1)
+    # Every pair of an LLC matrix stored: its steps run nowhere, no cluster to start.
+    idle = not todo or (matrix is not None and llc_all_stored(matrix, project, state, enabled))
+    runner = ThreadPoolTaskRunner(1) if idle else task_runner(chosen, window, state, uri)
     stack = contextlib.ExitStack()
     stack.enter_context(runner)
     cluster_ready = start_cluster(runner)

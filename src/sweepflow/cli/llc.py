@@ -99,23 +99,24 @@ def launch(
     from sweepflow.settings import state_dir
     from sweepflow.spec.profiles import load_profile
     from sweepflow.workloads.llc.experiment import describe, load_experiment
-    from sweepflow.workloads.llc.pairs import check_pairs
+    from sweepflow.workloads.llc.pairs import check_pairs, pair_status
 
     job = jobfile.job(name)
     project = jobfile.path.parent
     matrix = load_experiment(job.llc_path, sets)  # bad input fails here: one line
     check_pairs(matrix)
+    state = state_dir(project)
     if dry_run:
-        from sweepflow.workloads.llc.pairs import pair_status
-
         for line in describe(matrix):
             typer.echo(line)
-        cached = pair_status(matrix, project.resolve(), state_dir(project))
+        cached = pair_status(matrix, project.resolve(), state)
         for (target, sampler), hit in zip(matrix.pairs(), cached, strict=True):
             typer.echo(f"  {'cached' if hit else 'to run':7} {target.name} x {sampler.name}")
         typer.echo(f"{sum(cached)} of {len(cached)} pairs cached")
         return 0
     chosen = load_profile(profile or job.profile, list(profile_set or []), project)
+    # Every pair stored: no worker will run a step (no server or cluster to start).
+    stored = not refresh and job.cache and all(pair_status(matrix, project.resolve(), state))
     view = view_of(name, job, columns, jobfile.path)
     from sweepflow.cli.api_check import check_api
     from sweepflow.cli.preflight import check_before_run
@@ -138,8 +139,8 @@ def launch(
         fail_fast=fail_fast,
         profile=str(profile) if profile else None,
         profile_set=list(profile_set or []),
-        needs_server=chosen.type != "local",
-        cluster=chosen if chosen.type == "dask-local" else None,
+        needs_server=chosen.type != "local" and not stored,
+        cluster=chosen if chosen.type == "dask-local" and not stored else None,
         n_trials=None,
         storage=None,
         max_trials=MAX_TRIALS,
