@@ -63,14 +63,21 @@ def llc_analyst(matrix: Any, state: Path, tracker: Any) -> Any:
     return Analyst(matrix, state, log_files)
 
 
-def llc_options(matrix: Any, analyst: Any, resources: dict[str, float]) -> dict[str, Any]:
+def llc_options(
+    matrix: Any, analyst: Any, resources: dict[str, float], profile: Any
+) -> dict[str, Any]:
     """The workflow runner's options for the pairs: their configs, the sampling step's
-    Dask resources (the job's, or the profile's GPUs), and the analysis."""
+    Dask resources, and the analysis. A sampling step asks for the job's ``resources``,
+    else for one GPU when the profile's workers have GPUs (a target build does not)."""
     from sweepflow.workloads.llc.pairs import pair_configs
     from sweepflow.workloads.llc.steps import sample_llc_target
 
+    wanted = dict(resources)
+    if not wanted and profile.type != "local" and profile.worker_resources().get("gpu"):
+        wanted = {"gpu": 1}
+
     def step_resources(step: Any) -> dict[str, float]:
-        return dict(resources) if step.name == sample_llc_target.name else {}
+        return dict(wanted) if step.name == sample_llc_target.name else {}
 
     return {"configs": pair_configs(matrix), "step_resources": step_resources, "analyse": analyst}
 

@@ -191,7 +191,7 @@ def _sweep(
         units = WorkflowRunner(
             runner, the_job, project, state, window, retries=retries, resources=resources,
             no_cache=not enabled, on_run=workflow_tracking(tracker, state), workflow=steps,
-            **(llc_options(matrix, analyst, resources) if matrix is not None else {}),
+            **(llc_options(matrix, analyst, resources, chosen) if matrix is not None else {}),
         )  # fmt: skip
         stack.callback(units.close)
     else:
