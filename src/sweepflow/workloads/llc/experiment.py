@@ -13,28 +13,30 @@ The file (``experiments.yaml``)::
 
 ``file:`` paths are relative to the experiments file. Every problem is one
 :class:`LLCError` line with its ``file:line``, key path and fix; nothing here imports JAX.
+``--set`` items are applied by the private ``_experiment_sets`` module; :func:`describe`
+and :func:`num_params` live in ``_experiment_view`` and are imported from here.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from sweepflow.errors import JobFileError, SweepSyntaxError
 from sweepflow.hashing import digest
-from sweepflow.spec.source import Source, format_path, suggest
+from sweepflow.spec.source import Source, suggest
 from sweepflow.syntax import Param, parse
 
-from ._config import DLNModel, MLPModel, QuadraticModel, TargetConfig, ToyModel
+from ._config import TargetConfig
 from ._errors import LLCError
+from ._experiment_sets import apply_set, scalar
+from ._experiment_view import describe, num_params
 from ._files import _classes, _pick, validate
 from ._sampler_config import SamplerConfig
 
@@ -49,8 +51,6 @@ __all__ = [
 ]
 
 _TOP_KEYS = ("experiment", "targets", "samplers")
-_REMOVE = object()  # an empty --set value: back to the default
-_SET_KEY = re.compile(r"[A-Za-z_][\w-]*(\.[\w-]+)*")
 
 
 class TargetEntry(BaseModel):
@@ -159,7 +159,7 @@ def load_experiment(path: str | Path, sets: Sequence[str] = ()) -> Matrix:
     lists = {what: _entries(source, data, what) for what in ("targets", "samplers")}
     name = data.get("experiment", source.path.stem)
     for item in sets:
-        name = _apply_set(item, lists, source, name)
+        name = apply_set(item, lists, source, name)
     if not isinstance(name, str) or not name.strip():
         raise LLCError(
             f"Invalid value for experiment at {source.where(('experiment',))}: expected a "
@@ -277,7 +277,7 @@ def _samplers(entry: _Entry) -> list[SamplerEntry]:
     combos = _sweep(entry, text, data) if text is not None else [{}]
     out = []
     for combo in combos:
-        values = {key: _scalar(value) for key, value in combo.items()}
+        values = {key: scalar(value) for key, value in combo.items()}
         view = _Entry(entry.path, {**data, **values}, entry.lines, entry.label, entry.file)
         swept = entry.where(("sweep",))
         view.places = {**entry.places, **{(k,): swept for k in combo}}
@@ -328,133 +328,6 @@ def _sweep(entry: _Entry, text: Any, data: Mapping) -> list[dict[str, str]]:
     ]
 
 
-def _scalar(text: str) -> Any:
-    """A swept or ``--set`` value: a number, else a YAML scalar or flow list/mapping."""
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, (dict, list)) and not text.lstrip().startswith(("[", "{")):
-        return text
-    return value
-
-
-def _apply_set(
-    item: str,
-    lists: dict[str, list[_Entry]],
-    source: Source,
-    name: Any,
-) -> Any:
-    """Apply one ``--set`` item to the entries; return the (maybe new) experiment name."""
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not _SET_KEY.fullmatch(key):
-        raise LLCError(
-            f"Bad --set item {item!r}: write KEY=VALUE with a dotted key, e.g. "
-            "--set samplers.draws=200 or --set targets.1.data.n=500"
-        )
-    parts = key.split(".")
-    if parts == ["experiment"]:
-        return text
-    if parts[0] not in lists or len(parts) < 2:
-        raise LLCError(
-            f"Unknown --set path {key!r} in {item!r}: start with targets. or samplers. (or set "
-            "experiment=NAME), e.g. --set samplers.draws=200 or --set targets.0.data.n=500"
-        )
-    what, entries = parts[0], lists[parts[0]]
-    chosen = list(range(len(entries)))
-    if parts[1].isdigit():
-        index = int(parts[1])
-        if index >= len(entries):
-            raise LLCError(
-                f"--set {item!r}: there are {len(entries)} {what} in {source.display} "
-                f"(indexes 0 to {len(entries) - 1})"
-            )
-        chosen, parts = [index], [what, *parts[2:]]
-        if len(parts) < 2:
-            raise LLCError(f"--set {item!r}: name a key after the index, e.g. {key}.seed=1")
-    path = tuple(parts[1:])
-    root = TargetConfig if what == "targets" else SamplerConfig
-    fits, valid = [], set()
-    for i in chosen:
-        problem = _check_path(root, entries[i].data, path, what == "samplers")
-        if isinstance(problem, set):
-            valid |= problem
-        elif problem:
-            raise LLCError(f"--set {item!r} for {entries[i].label}: {problem}")
-        else:
-            fits.append(i)
-    if not fits:
-        bad = path[len(path) - 1] if len(path) == 1 else format_path(path)
-        listed = ", ".join(sorted(valid))
-        hint = suggest(path[-1], sorted(valid))
-        hint = hint if hint.startswith(" —") else ""
-        raise LLCError(
-            f"Unknown key '{bad}' in --set {item!r}: no entry of {what} has it{hint} "
-            f"(valid keys: {listed})"
-        )
-    value = _scalar(text) if text.strip() else _REMOVE
-    for i in fits:
-        entry = entries[i]
-        if what == "samplers" and path[0] in _swept_keys(entry.data):
-            raise LLCError(
-                f"--set {item!r} would override the sweep of {entry.label} at "
-                f"{entry.where(('sweep',))}: change the sweep, or set other samplers by index "
-                f"(e.g. --set samplers.0.{format_path(path)}=...)"
-            )
-        _put(entry.data, path, value)
-        entry.notes[path] = f"--set {item!r}"
-    return name
-
-
-def _check_path(root: Any, data: Any, path: tuple[str, ...], sampler: bool) -> set[str] | str:
-    """The valid keys where ``path`` leaves the schema, a problem text, or "" if it fits."""
-    classes, node = _classes(root), data
-    for depth, part in enumerate(path):
-        cls = _pick(classes, node)
-        fields = (
-            set(cls.model_fields) if cls else {f for c in classes for f in c.model_fields}
-        ) | ({"sweep"} if sampler and depth == 0 else set())
-        if part not in fields:
-            return fields
-        if depth == len(path) - 1:
-            return ""
-        if part == "sweep" or cls is None:
-            return f"{format_path(path[: depth + 1])} is a value: set it whole"
-        classes = _classes(cls.model_fields[part].annotation)
-        if not classes:
-            return f"{format_path(path[: depth + 1])} is a value, not a mapping: set it whole"
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return ""
-
-
-def _swept_keys(data: Mapping) -> set[str]:
-    text = data.get("sweep")
-    try:
-        params = parse(text, pipes=False) if isinstance(text, str) else []
-    except SweepSyntaxError:
-        return set()  # reported with its column when the entry is expanded
-    return {p.key for p in params if isinstance(p, Param)}
-
-
-def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    node = data
-    for part in path[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    if value is _REMOVE:
-        node.pop(path[-1], None)
-    else:
-        node[path[-1]] = value
-
-
 def _no_repeats(what: str, resolved: list[tuple[str, _E]]) -> list[_E]:
     """The entries, refusing two that resolve to one configuration (one id)."""
     seen: dict[str, str] = {}
@@ -479,52 +352,3 @@ def _unique(entries: list[_E]) -> list[_E]:
         n = count[entry.name]
         out.append(entry if n == 1 else entry.model_copy(update={"name": f"{entry.name}-{n}"}))
     return out
-
-
-def num_params(config: TargetConfig) -> int:
-    """The number of parameters ``d`` of a target, from its configuration alone."""
-    model = config.model
-    if isinstance(model, QuadraticModel):
-        return len(model.eigenvalues)
-    if isinstance(model, ToyModel):
-        return len(model.powers)
-    sizes = [config.data.input_dim, *model.widths, model.output_dim]
-    bias = isinstance(model, MLPModel) and model.bias
-    assert isinstance(model, (MLPModel, DLNModel))
-    return sum(a * b + (b if bias else 0) for a, b in itertools.pairwise(sizes))
-
-
-def describe(matrix: Matrix) -> list[str]:
-    """Lines for a dry run: the targets, the samplers with their settings, the pair count."""
-    n_t, n_s = len(matrix.targets), len(matrix.samplers)
-    lines = [f"experiment {matrix.experiment} ({Source(matrix.path).display})"]
-    width = max(
-        len(name)
-        for name in [*(t.name for t in matrix.targets), *(s.name for s in matrix.samplers)]
-    )
-    lines.append(f"targets ({n_t}):")
-    for t in matrix.targets:
-        cfg = t.config
-        lines.append(
-            f"  {t.name:<{width}}  {t.id[:12]}  {cfg.model.kind}, n={cfg.data.n}, "
-            f"d={num_params(cfg)}, {cfg.precision}"
-        )
-    lines.append(f"samplers ({n_s}):")
-    for s in matrix.samplers:
-        lines.append(f"  {s.name:<{width}}  {s.id}  {_settings(s)}")
-    lines.append(f"pairs: {n_t} targets x {n_s} samplers = {n_t * n_s}")
-    return lines
-
-
-def _settings(entry: SamplerEntry) -> str:
-    """``sgld: 4 chains x 1000 draws, step_size=1e-05``: settings swept or off their defaults."""
-    config: Any = entry.config
-    defaults = type(config)()
-    changed = [
-        f"{key}={value}"
-        for key, value in config.model_dump().items()
-        if key not in ("kind", "chains", "draws")
-        and (key in entry.sweep or value != getattr(defaults, key))
-    ]
-    head = f"{config.kind}: {config.chains} chains x {config.draws} draws"
-    return ", ".join([head, *changed])

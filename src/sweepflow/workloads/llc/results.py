@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ._config import TargetConfig
 from ._sampler_config import SamplerConfig
 
-__all__ = ["ChainResult", "Diagnostics", "LLCResult", "Timings", "Traces"]
+__all__ = ["ChainResult", "Diagnostics", "LLCResult", "RunHeader", "Timings", "Traces"]
 
 
 class _Frozen(BaseModel):
@@ -67,12 +67,13 @@ class Timings(_Frozen):
     draws_per_second: float = Field(..., description="Draws of all chains per second.")
 
 
-class LLCResult(_Frozen):
-    """An LLC estimate with everything needed to judge and reproduce it."""
+class RunHeader(_Frozen):
+    """What a run sampled: the target, the sampler and the posterior's constants.
 
-    llc: float = Field(..., description="Mean λ̂ over healthy chains (NaN if none).")
-    llc_sd: float = Field(..., description="Standard deviation of λ̂ across healthy chains.")
-    llc_per_chain: list[float] = Field(..., description="λ̂ of every chain.")
+    The fields an :class:`LLCResult` and an ``llc-run`` payload
+    (:class:`~sweepflow.workloads.llc.steps.RawRun`) share, declared once.
+    """
+
     target_id: str = Field(..., description="Digest of the resolved target configuration.")
     target: TargetConfig = Field(..., description="The target configuration.")
     sampler: SamplerConfig = Field(..., description="The sampler configuration.")
@@ -83,6 +84,17 @@ class LLCResult(_Frozen):
     gamma: float = Field(..., description="Localisation strength gamma.")
     l0: float = Field(..., description="L_n(w*).")
     x64: bool = Field(..., description="jax_enable_x64 while building and sampling.")
+
+
+class LLCResult(RunHeader):
+    """An LLC estimate with everything needed to judge and reproduce it.
+
+    Its JSON starts with the :class:`RunHeader` fields, then the estimate.
+    """
+
+    llc: float = Field(..., description="Mean λ̂ over healthy chains (NaN if none).")
+    llc_sd: float = Field(..., description="Standard deviation of λ̂ across healthy chains.")
+    llc_per_chain: list[float] = Field(..., description="λ̂ of every chain.")
     chains: list[ChainResult] = Field(..., description="Per-chain results.")
     traces: Traces = Field(..., description="Per-draw traces.")
     diagnostics: Diagnostics = Field(..., description="ESS, R-hat, divergent chains.")
