@@ -67,17 +67,32 @@ def llc_options(
     matrix: Any, analyst: Any, resources: dict[str, float], profile: Any
 ) -> dict[str, Any]:
     """The workflow runner's options for the pairs: their configs, the sampling step's
-    Dask resources, and the analysis. A sampling step asks for the job's ``resources``,
-    else for one GPU when the profile's workers have GPUs (a target build does not)."""
+    Dask resources, and the analysis.
+
+    A sampling step asks for the job's ``resources``, else for one GPU when the
+    profile's workers have GPUs; a target build asks for none. With the profile's
+    ``float64: cpu``, a float64 pair's sampling asks for no GPU and runs on the CPU
+    (``$SWEEPFLOW_FLOAT64``, set on Dask workers by the profile, here for threads).
+    """
+    import os
+
     from sweepflow.workloads.llc.pairs import pair_configs
-    from sweepflow.workloads.llc.steps import sample_llc_target
+    from sweepflow.workloads.llc.steps import FLOAT64_ENV, sample_llc_target
 
     wanted = dict(resources)
     if not wanted and profile.type != "local" and profile.worker_resources().get("gpu"):
         wanted = {"gpu": 1}
+    on_cpu = profile.float64 == "cpu"
+    if on_cpu and profile.type == "local":
+        os.environ[FLOAT64_ENV] = "cpu"
+    pairs = matrix.pairs()
 
-    def step_resources(step: Any) -> dict[str, float]:
-        return dict(wanted) if step.name == sample_llc_target.name else {}
+    def step_resources(step: Any, spec: Any) -> dict[str, float]:
+        if step.name != sample_llc_target.name:
+            return {}
+        if on_cpu and pairs[spec.index][0].config.x64:
+            return {k: v for k, v in wanted.items() if k != "gpu"}
+        return dict(wanted)
 
     return {"configs": pair_configs(matrix), "step_resources": step_resources, "analyse": analyst}
 

@@ -92,14 +92,14 @@ class WorkflowRunner:
         on_run: Callable[[TrialSpec, WorkflowResult], dict[str, str]] | None = None,
         workflow: Workflow | None = None,
         configs: Callable[[TrialSpec], Mapping[str, BaseModel]] | None = None,
-        step_resources: Callable[[Step], dict[str, float]] | None = None,
+        step_resources: Callable[[Step, TrialSpec], dict[str, float]] | None = None,
         analyse: Callable[[TrialSpec, WorkflowResult], Analysed] | None = None,
     ) -> None:
         """``on_run`` is called (in the trial's thread, one trial at a time) with each
         finished run and returns tags for its trial's MLflow run; ``workflow``: the
         job's, if imported. For workflows that are not a ``workflow:`` job's (the LLC
         matrix): ``configs`` gives a trial's step configs (default: the job's
-        ``config:`` with the trial's items), ``step_resources`` a step's Dask resources
+        ``config:`` with the trial's items), ``step_resources`` a step's Dask resources in a trial
         (default: ``resources`` for every step), and ``analyse`` (in the trial's
         thread, trials at once) the trial's metrics (instead of its steps') and tags."""
         self.runner, self.job, self.project, self.state = runner, job, project, state
@@ -139,7 +139,7 @@ class WorkflowRunner:
                 task_run_name=f"{step.name}[{spec.index}]",
                 timeout_seconds=self.job.timeout,
             )
-            wanted = self.step_resources(step) if self.step_resources else self.resources
+            wanted = self.step_resources(step, spec) if self.step_resources else self.resources
             with self._submitting, annotate(wanted):
                 future = self.runner.submit(task, {"work": work})
             self.task_runs[work.plan.key] = str(future.task_run_id)

@@ -301,7 +301,7 @@ ERRORS = [
         "set-loader-key",
         "local",
         ["name=x"],
-        ["Unknown key 'name'", "valid keys: cores, description, retries, type"],
+        ["Unknown key 'name'", "valid keys: cores, description, float64, retries, type"],
     ),
     (
         "other-type-key",

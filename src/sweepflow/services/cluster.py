@@ -31,6 +31,8 @@ def worker_environment(profile: Profile, api_url: str, tracking_uri: str) -> dic
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
         "MLFLOW_TRACKING_URI": tracking_uri,
     }
+    if profile.float64 == "cpu":  # read by the LLC sampling step
+        env["SWEEPFLOW_FLOAT64"] = "cpu"
     return {**env, **profile.worker_env}  # type: ignore[attr-defined]
 
 

@@ -124,6 +124,11 @@ class Profile(_Model):
     type: Literal["local", "dask-local", "slurm"] = Field(description="Where tasks run.")
     description: str = Field("", description="Free text shown by 'sweepflow profile list'.")
     retries: int = Field(0, ge=0, description="Retries of a failed task (e.g. a lost worker).")
+    float64: Literal["any", "cpu"] = Field(
+        "any",
+        description="Where float64 work runs (LLC targets of precision float64): cpu keeps "
+        "it off the GPUs, most of which are slow at float64; any: where it lands.",
+    )
 
     # Keys set by the loader, never by the file or --set.
     _LOADER_KEYS: ClassVar[frozenset[str]] = frozenset({"name", "source"})

@@ -22,9 +22,11 @@ cache (:func:`enable_compilation_cache`), so workers do not recompile the same p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,7 @@ from sweepflow.hashing import digest
 from sweepflow.workflow.code import CODE_FORMAT, code_fingerprint
 
 from ._config import TargetConfig
+from ._errors import LLCError
 from ._payloads import (
     LLC_RUN,
     LLC_TARGET,
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CACHE_ENV",
     "CODE_VERSION",
+    "FLOAT64_ENV",
     "LLC_RUN",
     "LLC_TARGET",
     "RawRun",
@@ -71,6 +75,8 @@ __all__ = [
 
 #: The environment variable naming the folder of JAX's persistent compilation cache.
 CACHE_ENV = "SWEEPFLOW_JAX_CACHE"
+#: ``cpu``: float64 sampling runs on the CPU (set on workers by a profile's ``float64: cpu``).
+FLOAT64_ENV = "SWEEPFLOW_FLOAT64"
 #: Packages whose versions decide the bits of a target (recorded in its payload).
 _BIT_PACKAGES = ("jax", "jaxlib", "numpy", "optax")
 
@@ -116,11 +122,34 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _device() -> str:
+def _device(device: Any = None) -> str:
     import jax
 
-    device = jax.devices()[0]
+    device = device or jax.devices()[0]
     return f"{device.platform}:{device.device_kind}"
+
+
+@contextlib.contextmanager
+def _placed(x64: bool) -> Iterator[str]:
+    """Where a sampling runs: float64 work on the CPU when the profile says so
+    (``float64: cpu``, which sets ``$SWEEPFLOW_FLOAT64=cpu`` on its workers: most GPUs
+    are slow at float64), else JAX's default device. Yields the device's name."""
+    import jax
+
+    if x64 and os.environ.get(FLOAT64_ENV) == "cpu":
+        try:
+            cpu = jax.devices("cpu")[0]
+        except RuntimeError:
+            platforms = os.environ.get("JAX_PLATFORMS", "")
+            raise LLCError(
+                f"the profile says float64: cpu, but JAX on this worker has no CPU backend "
+                f"(JAX_PLATFORMS={platforms!r}): set JAX_PLATFORMS: cuda,cpu in the "
+                "profile's worker_env"
+            ) from None
+        with jax.default_device(cpu):
+            yield _device(cpu)
+        return
+    yield _device()
 
 
 # ---- Stage A: llc-target ---------------------------------------------------------------
@@ -258,13 +287,15 @@ def sample_llc_target(
     """
     import jax
 
-    check_sampler_precision(_read_info(target.path).config, cfg.sampler)
+    config = _read_info(target.path).config
+    check_sampler_precision(config, cfg.sampler)
     _cache_from_env(workspace)
-    built = load_target(target.path)
-    start = time.perf_counter()
-    with jax.enable_x64(built.x64):
-        raw = sample_raw(built, cfg.sampler)
-    total = time.perf_counter() - start
+    with _placed(config.x64) as device:
+        built = load_target(target.path)
+        start = time.perf_counter()
+        with jax.enable_x64(built.x64):
+            raw = sample_raw(built, cfg.sampler)
+        total = time.perf_counter() - start
     run = _raw_run(built, raw)
     _write_run(run, workspace / "run")
     traces = raw.traces
@@ -280,7 +311,7 @@ def sample_llc_target(
         "_metadata": {
             "target_id": built.target_id,
             "host": socket.gethostname(),
-            "device": _device(),
+            "device": device,
             **timings,
         },
         "_metrics": {**timings, "grad_evals": float(sum(traces.grad_evals))},
