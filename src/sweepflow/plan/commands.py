@@ -109,9 +109,7 @@ def check_extra(job: Job, extra: list[str] | tuple[str, ...]) -> None:
     """Arguments after ``--`` go to a program: refuse them for ``call:`` and
     ``workflow:`` jobs."""
     if extra and job.kind in ("call", "workflow"):
-        raise job.error(
-            f"is a {job.kind}: job; arguments after -- apply to run: and submit: jobs"
-        )
+        raise job.error(f"is a {job.kind}: job; arguments after -- apply to run: and submit: jobs")
 
 
 def invocations(

@@ -428,9 +428,7 @@ def _remote_work(
     step = _load_step(module, qualname)
     model = step.config_model
     cfg = model.model_validate(plan.config) if model is not None else None
-    return StepWork(
-        step, cfg, plan, root, provenance, retries=retries, retry_delay=retry_delay
-    )
+    return StepWork(step, cfg, plan, root, provenance, retries=retries, retry_delay=retry_delay)
 
 
 def record_step(catalog: Catalog, step: Step, plan: StepPlan, executed: Executed) -> None:

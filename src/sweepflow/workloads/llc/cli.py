@@ -119,6 +119,15 @@ def tune_sampler(
     from .tune import run_cli
 
     return run_cli(
-        file, sampler, n_trials, space, reference, reference_draws, per_work, huber, seed,
-        typer.echo, study,
+        file,
+        sampler,
+        n_trials,
+        space,
+        reference,
+        reference_draws,
+        per_work,
+        huber,
+        seed,
+        typer.echo,
+        study,
     )
