@@ -35,7 +35,13 @@ def run_sgld(target: Target, config: SGLDConfig, nbeta: float, key: jax.Array) -
     import numpy as np
 
     check_precision(target)
-    program_key = ("sgld", target.config.model, config.model_copy(update={"seed": 0}))
+    # The step size is an argument of the program, not a constant in it: a sweep or a
+    # tuning run over step sizes compiles one program (here and in JAX's disk cache).
+    program_key = (
+        "sgld",
+        target.config.model,
+        config.model_copy(update={"seed": 0, "step_size": 1.0}),
+    )
     dtype = target.x.dtype
     args = (
         key,
@@ -44,6 +50,7 @@ def run_sgld(target: Target, config: SGLDConfig, nbeta: float, key: jax.Array) -
         target.y,
         target.constants,
         jnp.asarray(nbeta, dtype),
+        jnp.asarray(config.step_size, dtype),
     )
     program, compile_seconds = compiled(
         program_key, lambda: _chains(target.config.model, config), *args
@@ -86,7 +93,7 @@ def _chains(model: ModelConfig, config: SGLDConfig) -> Any:
     total = burn_in + (config.draws - 1) * thin + 1
     chains = config.chains
 
-    def run(key: Any, params: Any, x: Any, y: Any, constants: Any, nbeta: Any) -> Any:
+    def run(key: Any, params: Any, x: Any, y: Any, constants: Any, nbeta: Any, eps: Any) -> Any:
         w_star, unravel = ravel_pytree(params)
         n = x.shape[0]
 
@@ -108,7 +115,7 @@ def _chains(model: ModelConfig, config: SGLDConfig) -> Any:
             else:
                 idx = jax.random.randint(key_batch, (chains, config.batch_size), 0, n)
                 values, grads = jax.vmap(value_and_grad)(w, idx)
-            new_w, new_v = sgld_update(w, v, grads, noise, w_star, nbeta, config)
+            new_w, new_v = sgld_update(w, v, grads, noise, w_star, nbeta, config, eps)
             draw, offset = jnp.divmod(i - burn_in, thin)
             is_draw = (i >= burn_in) & (offset == 0)
             if every is not None:
@@ -132,9 +139,17 @@ def _chains(model: ModelConfig, config: SGLDConfig) -> Any:
 
 
 def sgld_update(
-    w: Any, v: Any, grad: Any, noise: Any, w_star: Any, nbeta: float, config: SGLDConfig
+    w: Any,
+    v: Any,
+    grad: Any,
+    noise: Any,
+    w_star: Any,
+    nbeta: float,
+    config: SGLDConfig,
+    eps: Any = None,
 ) -> tuple[Any, Any]:
-    """One SGLD update from the minibatch loss gradient and standard normal noise.
+    """One SGLD update from the minibatch loss gradient and standard normal noise, with
+    step size ``eps`` (default: ``config.step_size``; a traced value in the program).
 
     Returns the new parameters and the new RMSProp average ``V`` of ``grad²`` (unchanged
     without preconditioning). The localisation term is in the drift, never in ``V``.
@@ -146,7 +161,7 @@ def sgld_update(
     >>> w.tolist(), v.tolist()
     ([0.9, 0.9], [0.0, 0.0])
     """
-    eps = config.step_size
+    eps = config.step_size if eps is None else eps
     if config.precondition == "rmsprop":
         v = config.rmsprop_alpha * v + (1 - config.rmsprop_alpha) * grad * grad
         precond = 1 / (v**0.5 + config.rmsprop_eps)
