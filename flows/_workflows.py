@@ -35,7 +35,13 @@ from sweepflow.workflow import Step, Workflow, WorkflowError, load_config
 from sweepflow.workflow.events import emit_step_events
 from sweepflow.workflow.executor import Executed, StepWork, base_provenance
 from sweepflow.workflow.jobs import job_workflow
-from sweepflow.workflow.run import StepOutcome, WorkflowResult, run_workflow, store_root
+from sweepflow.workflow.run import (
+    StepOutcome,
+    WorkflowResult,
+    run_workflow,
+    store_root,
+    trial_metrics,
+)
 from tasks.steps import run_step_task
 
 #: What ``analyse`` makes of a trial's workflow run: its metrics and MLflow tags.
@@ -63,15 +69,6 @@ class Flight:
         with lock:
             yield key in self._made
             self._made.add(key)  # not reached when making it raised
-
-
-def trial_metrics(steps: Sequence[StepOutcome]) -> dict[str, float]:
-    """A workflow run's metrics for its trial: ``<step>.<metric>`` for each step's
-    metrics (a hit's are those of the run that made it), the last step's first: the
-    first metric is a sweep's target (its best trial), and a workflow's result is what
-    its last step measured."""
-    ordered = reversed(steps)
-    return {f"{o.step}.{name}": value for o in ordered for name, value in o.metrics.items()}
 
 
 class WorkflowRunner:

@@ -174,7 +174,10 @@ def print_cached(
 
     started = time.perf_counter()
     specs = build_specs(plan, project, extra)
-    results = all_cached(specs, state_dir(project), plan.job.key, outputs_check)
+    if plan.job.kind == "workflow":  # its steps are stored, not its trials
+        results = _stored_workflow(plan.job, specs, project)
+    else:
+        results = all_cached(specs, state_dir(project), plan.job.key, outputs_check)
     if results is None:
         return False
     console = Console(stderr=True)
@@ -190,6 +193,39 @@ def print_cached(
         folder = Path(specs[0].workdir).parent
         console.print(f"trial folders (logs, outputs): {folder}", markup=False, soft_wrap=True)
     return True
+
+
+def _stored_workflow(job: Any, specs: list[Any], project: Path) -> list[Any] | None:
+    """Each trial of a ``workflow:`` job as the store holds it (every step stored),
+    with the metrics its steps reported; None as soon as one step must run."""
+    from sweepflow.execution.trial import TrialResult
+    from sweepflow.settings import state_dir
+    from sweepflow.workflow import load_config
+    from sweepflow.workflow.jobs import job_workflow
+    from sweepflow.workflow.run import stored_result, trial_metrics
+
+    workflow = job_workflow(job, project)
+    state = state_dir(project)
+    memo: dict[Path, Any] = {}  # code fingerprints, shared by the trials
+    results = []
+    for spec in specs:
+        configs = load_config(workflow, job.config_path, spec.items)
+        found = stored_result(workflow, configs, project, state, job.watch, memo)
+        if found is None:
+            return None
+        results.append(
+            TrialResult(
+                digest=spec.digest,
+                cache_key=spec.cache_key,
+                index=spec.index,
+                params=spec.params,
+                metrics=trial_metrics(found.steps),
+                started=0.0,
+                ended=0.0,
+                workdir=spec.workdir,
+            )
+        )
+    return results
 
 
 def run_in_terminal(

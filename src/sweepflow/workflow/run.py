@@ -56,6 +56,8 @@ __all__ = [
     "run_step",
     "run_workflow",
     "store_root",
+    "stored_result",
+    "trial_metrics",
 ]
 
 
@@ -403,3 +405,43 @@ def run_workflow(
         used |= {a.digest for a in available.values()}
         catalog.add_run(run_id, workflow.name, used)
     return WorkflowResult(workflow=workflow.name, run_id=run_id, steps=outcomes)
+
+
+def stored_result(
+    workflow: Workflow,
+    configs: Mapping[str, BaseModel],
+    project_dir: str | Path,
+    state_dir: str | Path,
+    watch: Iterable[str] = (),
+    memo: dict[Path, Any] | None = None,
+) -> WorkflowResult | None:
+    """The run of ``workflow`` as the store holds it, every step a hit; None as soon as
+    one step's result is not stored. Reads only (no lease, no root recorded)."""
+    root = store_root(Path(state_dir))
+    if not (root / "catalog.db").is_file():
+        return None
+    project = Path(project_dir).resolve()
+    available: dict[str, Artifact] = {}
+    outcomes: list[StepOutcome] = []
+    with Catalog(root) as catalog:
+        for step in workflow.steps:
+            if any(name not in available for name in step.inputs):
+                return None
+            started = time.perf_counter()
+            inputs = {n: available[n] for n in step.inputs}
+            plan = plan_step(step, configs.get(step.name), inputs, project, watch, memo)
+            found = cached_outputs(step, plan, catalog)
+            if found is None:
+                return None
+            outcomes.append(_outcome(step, plan, "hit", started, found, _made_with(found)))
+            available.update({n: artifact(a) for n, a in found.items()})
+    return WorkflowResult(workflow=workflow.name, run_id="", steps=outcomes)
+
+
+def trial_metrics(steps: Sequence[StepOutcome]) -> dict[str, float]:
+    """A workflow run's metrics for its trial: ``<step>.<metric>`` for each step's
+    metrics (a hit's are those of the run that made it), the last step's first: the
+    first metric is a sweep's target (its best trial), and a workflow's result is what
+    its last step measured."""
+    ordered = reversed(steps)
+    return {f"{o.step}.{name}": value for o in ordered for name, value in o.metrics.items()}
