@@ -24,6 +24,7 @@ from sweepflow.workloads.llc import (
     build_target,
     quadratic_llc,
     sample_llc,
+    steps,
 )
 from sweepflow.workloads.llc._sampler_config import HMCConfig, SGLDConfig
 from sweepflow.workloads.llc.analysis import (
@@ -36,7 +37,7 @@ from sweepflow.workloads.llc.analysis import (
 )
 from sweepflow.workloads.llc.estimation import sample_raw
 from sweepflow.workloads.llc.gallery import write_gallery
-from sweepflow.workloads.llc.steps import CODE_VERSION, RawRun
+from sweepflow.workloads.llc.steps import RawRun
 
 EIGENVALUES = (0.5, 1.0, 4.0)
 
@@ -57,34 +58,10 @@ def _raw_run(precision: str, sampler: Any) -> tuple[RawRun, LLCResult]:
         target = build_target(_target(precision))
         raw = sample_raw(target, sampler)
         expected = sample_llc(target, sampler)
-    traces = raw.traces
-    losses = np.asarray(traces.losses, dtype=np.float64)
-    running = np.cumsum(raw.nbeta * (losses - target.l0), axis=1) / np.arange(
-        1, losses.shape[1] + 1
-    )
-    run = RawRun(
-        target_id=target.target_id,
-        target=target.config,
-        sampler=raw.sampler,
-        n=target.n,
-        num_params=target.num_params,
-        beta=raw.beta,
-        nbeta=raw.nbeta,
-        gamma=raw.sampler.gamma,
-        l0=target.l0,
-        x64=target.x64,
-        steps=[int(s) for s in traces.steps],
-        full_data=[bool(f) for f in traces.full],
-        loss=losses.tolist(),
-        running_llc=running.tolist(),
-        final_loss=[float(v) for v in traces.final_losses],
-        acceptance=traces.acceptance,
-        grad_evals=list(traces.grad_evals),
-        tuning={k: list(v) if isinstance(v, list) else [v] for k, v in traces.tuning.items()},
-        code_version=CODE_VERSION,
-        compile_seconds=traces.compile_seconds,
-        sampling_seconds=traces.wall_seconds,
-    )
+    # The payload exactly as the worker step writes it, with the timings load_run adds.
+    timings = {"compile_seconds": raw.traces.compile_seconds}
+    timings["sampling_seconds"] = raw.traces.wall_seconds
+    run = steps._raw_run(target, raw).model_copy(update=timings)
     return run, expected
 
 
