@@ -94,7 +94,13 @@ def llc_options(
             return {k: v for k, v in wanted.items() if k != "gpu"}
         return dict(wanted)
 
-    return {"configs": pair_configs(matrix), "step_resources": step_resources, "analyse": analyst}
+    return {
+        "configs": pair_configs(matrix),
+        "step_resources": step_resources,
+        "analyse": analyst,
+        # gc --keep-last K keeps the newest K pair runs of each experiment, not of all.
+        "record_as": f"llc:{matrix.experiment}",
+    }
 
 
 def publish_llc(analyst: Any, promote: Path | None) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class WorkflowRunner:
         configs: Callable[[TrialSpec], Mapping[str, BaseModel]] | None = None,
         step_resources: Callable[[Step, TrialSpec], dict[str, float]] | None = None,
         analyse: Callable[[TrialSpec, WorkflowResult], Analysed] | None = None,
+        record_as: str | None = None,
     ) -> None:
         """``on_run`` is called (in the trial's thread, one trial at a time) with each
         finished run and returns tags for its trial's MLflow run; ``workflow``: the
@@ -98,13 +99,14 @@ class WorkflowRunner:
         matrix): ``configs`` gives a trial's step configs (default: the job's
         ``config:`` with the trial's items), ``step_resources`` a step's Dask resources in a trial
         (default: ``resources`` for every step), and ``analyse`` (in the trial's
-        thread, trials at once) the trial's metrics (instead of its steps') and tags."""
+        thread, trials at once) the trial's metrics (instead of its steps') and tags;
+        ``record_as`` names the runs' ``gc`` roots (default: the workflow's name)."""
         self.runner, self.job, self.project, self.state = runner, job, project, state
         self.workflow = workflow or job_workflow(job, project)
         self.config = job.config_path if configs is None else None
         self.retries, self.resources, self.no_cache = retries, dict(resources or {}), no_cache
         self.on_run, self.configs, self.analyse = on_run, configs, analyse
-        self.step_resources = step_resources
+        self.step_resources, self.record_as = step_resources, record_as
         self.flight = Flight()
         self.memo: dict[Path, Any] = {}
         self.base = base_provenance(project, self.workflow.name, None)
@@ -175,6 +177,7 @@ class WorkflowRunner:
                 claim=self.flight.claim,
                 memo=self.memo,
                 provenance=self.base | {"mlflow_run_id": run_id},
+                record_as=self.record_as,
             )
         except Exception as exc:
             logger.error("%s [%s] failed: %s", self.job.key, spec.label, exc)

@@ -323,6 +323,7 @@ def run_workflow(
     claim: Claim | None = None,
     memo: dict[Path, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
+    record_as: str | None = None,
 ) -> WorkflowResult:
     """Run the selected steps of ``workflow`` in order, reusing stored results.
 
@@ -343,6 +344,8 @@ def run_workflow(
         provenance: Extra fields of every output's provenance (``mlflow_run_id``); with
             ``packages`` in it, the base fields too (:func:`base_provenance`, computed
             once for the runs of a sweep).
+        record_as: The name its ``gc`` root is recorded under (default: the workflow's;
+            ``gc --keep-last`` keeps the newest runs of each name).
 
     Raises:
         WorkflowError: A wiring problem, or an input of a selected step whose producer
@@ -403,7 +406,7 @@ def run_workflow(
                 on_step(outcome)
         used = {d for o in outcomes for d in o.outputs.values()}
         used |= {a.digest for a in available.values()}
-        catalog.add_run(run_id, workflow.name, used)
+        catalog.add_run(run_id, record_as or workflow.name, used)
     return WorkflowResult(workflow=workflow.name, run_id=run_id, steps=outcomes)
 
 
