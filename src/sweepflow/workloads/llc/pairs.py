@@ -50,6 +50,10 @@ LLC_WORKFLOW = Workflow("llc", [build_llc_target, sample_llc_target])
 TABLE = "llc_runs.parquet"
 _REF = "sweepflow.workloads.llc.pairs:LLC_WORKFLOW"
 _ANALYSIS = "analysis"
+#: What a pair's MLflow run and trials-table row show (the table has every column).
+_METRICS = (
+    "llc", "llc_sd", "llc_true", "ess", "rhat", "wall_s", "compile_s", "sampling_s", "grad_evals",
+)  # fmt: skip
 # Where a pair's run ran, as the tags of other trials say it (flows._runtime.placement_tags).
 _PLACED = {
     "SLURM_JOB_ID": "slurm_job_id",
@@ -174,9 +178,7 @@ class Analyst:
         if self.log_files is not None and spec.env.get("MLFLOW_RUN_ID"):
             self.log_files(spec.env["MLFLOW_RUN_ID"], plots)
         metrics = {
-            key: float(row[key])
-            for key in ("llc", "llc_sd", "llc_true", "ess", "rhat", "wall_s", "grad_evals")
-            if isinstance(row.get(key), (int, float))
+            key: float(row[key]) for key in _METRICS if isinstance(row.get(key), (int, float))
         }
         tags = {"sweepflow.llc.run": run_id, "sweepflow.llc.target_id": target.id}
         tags["sweepflow.llc.sampler_id"] = sampler.id
