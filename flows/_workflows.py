@@ -30,11 +30,12 @@ from pydantic import BaseModel
 from flows._runtime import annotate
 from sweepflow.engine.scheduler import Outcome
 from sweepflow.execution.trial import TrialResult, TrialSpec
+from sweepflow.store import ObjectStore, Provenance
 from sweepflow.tracking.lineage import lineage_tags, log_lineage
-from sweepflow.workflow import Step, Workflow, WorkflowError, load_config
+from sweepflow.workflow import Step, Workflow, WorkflowError
 from sweepflow.workflow.events import emit_step_events
 from sweepflow.workflow.executor import Executed, StepWork, base_provenance
-from sweepflow.workflow.jobs import job_workflow
+from sweepflow.workflow.jobs import job_configs, job_workflow
 from sweepflow.workflow.run import (
     StepOutcome,
     WorkflowResult,
@@ -47,7 +48,7 @@ from tasks.steps import run_step_task
 #: What ``analyse`` makes of a trial's workflow run: its metrics and MLflow tags.
 Analysed = tuple[dict[str, float], dict[str, str]]
 
-__all__ = ["Analysed", "Flight", "WorkflowRunner", "trial_metrics", "workflow_tracking"]
+__all__ = ["Analysed", "Flight", "WorkflowRunner", "workflow_tracking"]
 
 
 class Flight:
@@ -95,17 +96,17 @@ class WorkflowRunner:
     ) -> None:
         """``on_run`` is called (in the trial's thread, one trial at a time) with each
         finished run and returns tags for its trial's MLflow run; ``workflow``: the
-        job's, if imported. For workflows that are not a ``workflow:`` job's (the LLC
-        matrix): ``configs`` gives a trial's step configs (default: the job's
-        ``config:`` with the trial's items), ``step_resources`` a step's Dask resources in a trial
+        job's, if imported; ``configs`` gives a trial's step configs (default: the
+        job's ``config:`` with the trial's items). For workflows that are not a
+        ``workflow:`` job's (the LLC matrix): ``step_resources`` a step's Dask resources in a trial
         (default: ``resources`` for every step), and ``analyse`` (in the trial's
         thread, trials at once) the trial's metrics (instead of its steps') and tags;
         ``record_as`` names the runs' ``gc`` roots (default: the workflow's name)."""
         self.runner, self.job, self.project, self.state = runner, job, project, state
         self.workflow = workflow or job_workflow(job, project)
-        self.config = job.config_path if configs is None else None
         self.retries, self.resources, self.no_cache = retries, dict(resources or {}), no_cache
-        self.on_run, self.configs, self.analyse = on_run, configs, analyse
+        self.configs = configs or _by_items(job_configs(job, self.workflow))
+        self.on_run, self.analyse = on_run, analyse
         self.step_resources, self.record_as = step_resources, record_as
         self.flight = Flight()
         self.memo: dict[Path, Any] = {}
@@ -146,6 +147,11 @@ class WorkflowRunner:
 
         return execute
 
+    def _made_where(self, result: WorkflowResult) -> Provenance:
+        """Where the trial's result was made (its SLURM job, node and GPUs become the
+        trial's placement tags, as for other trials)."""
+        return _provenance_of(store_root(self.state), result)
+
     def _run(self, spec: TrialSpec) -> Outcome:
         logger = get_run_logger()
         started = time.time()
@@ -159,13 +165,9 @@ class WorkflowRunner:
 
         run_id = spec.env.get("MLFLOW_RUN_ID") or None
         try:
-            if self.configs is not None:
-                configs = dict(self.configs(spec))
-            else:
-                configs = load_config(self.workflow, self.config, spec.items)
             result = run_workflow(
                 self.workflow,
-                configs,
+                self.configs(spec),
                 self.project,
                 self.state,
                 no_cache=self.no_cache,
@@ -193,6 +195,7 @@ class WorkflowRunner:
             metrics = extra  # the analysis says what the trial measured
         ended = time.time()
         Path(spec.workdir).mkdir(parents=True, exist_ok=True)
+        made = self._made_where(result)
         trial = TrialResult(
             digest=spec.digest,
             cache_key=spec.cache_key,
@@ -203,12 +206,28 @@ class WorkflowRunner:
             started=started,
             ended=ended,
             workdir=spec.workdir,
-            host=socket.gethostname(),
+            host=made.host or socket.gethostname(),
+            placement=made.placement,
         )
         with self._tracking:
             tags |= self.on_run(spec, result) if self.on_run is not None else {}
         status = "cached" if all(o.status == "hit" for o in result.steps) else "done"
         return Outcome(status, trial, seconds=ended - started, tags=tags)
+
+
+def _by_items(
+    of_items: Callable[[Sequence[str]], Mapping[str, BaseModel]],
+) -> Callable[[TrialSpec], Mapping[str, BaseModel]]:
+    """A trial's step configs from its ``key=value`` items."""
+    return lambda spec: of_items(spec.items)
+
+
+def _provenance_of(root: Path, result: WorkflowResult) -> Provenance:
+    """How the run's result (its last step's outputs) was made: host and placement."""
+    last = result.steps[-1] if result.steps else None
+    if last is None or not last.outputs:
+        return Provenance()
+    return ObjectStore(root).get(next(iter(last.outputs.values()))).meta.provenance
 
 
 def workflow_tracking(

@@ -151,12 +151,13 @@ def _sweep(
     todo = [s for s in specs if s.index not in hits]
     window = max(1, max_parallel or capacity(chosen))
     # A workflow job's every trial config is loaded before anything starts.
+    steps, options = None, dict[str, Any]()
     if matrix is not None:
         steps = llc_workflow()
     elif workflow:
-        steps = check_job(the_job, project, (s.items for s in specs))
-    else:
-        steps = None
+        steps, configs = check_job(the_job, project, (s.items for s in specs))
+        by_trial = {s.index: c for s, c in zip(specs, configs, strict=True)}
+        options["configs"] = lambda spec: by_trial[spec.index]
     uri = default_tracking_uri(project)
     # Nothing to run (all cached): no cluster to start. Otherwise the cluster starts (its
     # workers importing what trials need) while this process opens MLflow.
@@ -191,7 +192,7 @@ def _sweep(
         units = WorkflowRunner(
             runner, the_job, project, state, window, retries=retries, resources=resources,
             no_cache=not enabled, on_run=workflow_tracking(tracker, state), workflow=steps,
-            **(llc_options(matrix, analyst, resources, chosen) if matrix is not None else {}),
+            **(options if matrix is None else llc_options(matrix, analyst, resources, chosen)),
         )  # fmt: skip
         stack.callback(units.close)
     else:

@@ -162,10 +162,17 @@ def _best(console: Console, result: dict[str, Any]) -> None:
 
 
 def print_cached(
-    plan: Any, extra: list[str], project: Path, outputs_check: bool = True, view: View | None = None
+    plan: Any,
+    extra: list[str],
+    project: Path,
+    outputs_check: bool = True,
+    view: View | None = None,
+    workflow: tuple[Any, list[Any]] | None = None,
 ) -> bool:
     """If every trial of the sweep ``plan`` is cached, print its summary (as ``view``
-    says) and return True (no flow run, no MLflow: nothing to do); else return False."""
+    says) and return True (no flow run, no MLflow: nothing to do); else return False.
+    A ``workflow:`` job's trials are cached when all their steps are stored: give
+    ``workflow``, its workflow and its trials' configs (``check_job``)."""
     from flows._members import trial_rows
     from sweepflow.cache.results import all_cached
     from sweepflow.engine.progress import outcome_of
@@ -174,8 +181,10 @@ def print_cached(
 
     started = time.perf_counter()
     specs = build_specs(plan, project, extra)
-    if plan.job.kind == "workflow":  # its steps are stored, not its trials
-        results = _stored_workflow(plan.job, specs, project)
+    if workflow is not None:  # its steps are stored, not its trials
+        results = _stored_workflow(plan.job, *workflow, specs, project)
+    elif plan.job.kind == "workflow":
+        return False
     else:
         results = all_cached(specs, state_dir(project), plan.job.key, outputs_check)
     if results is None:
@@ -195,22 +204,20 @@ def print_cached(
     return True
 
 
-def _stored_workflow(job: Any, specs: list[Any], project: Path) -> list[Any] | None:
+def _stored_workflow(
+    job: Any, workflow: Any, configs: list[Any], specs: list[Any], project: Path
+) -> list[Any] | None:
     """Each trial of a ``workflow:`` job as the store holds it (every step stored),
     with the metrics its steps reported; None as soon as one step must run."""
     from sweepflow.execution.trial import TrialResult
     from sweepflow.settings import state_dir
-    from sweepflow.workflow import load_config
-    from sweepflow.workflow.jobs import job_workflow
     from sweepflow.workflow.run import stored_result, trial_metrics
 
-    workflow = job_workflow(job, project)
     state = state_dir(project)
     memo: dict[Path, Any] = {}  # code fingerprints, shared by the trials
     results = []
-    for spec in specs:
-        configs = load_config(workflow, job.config_path, spec.items)
-        found = stored_result(workflow, configs, project, state, job.watch, memo)
+    for spec, config in zip(specs, configs, strict=True):
+        found = stored_result(workflow, config, project, state, job.watch, memo)
         if found is None:
             return None
         results.append(

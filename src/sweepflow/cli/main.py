@@ -165,6 +165,7 @@ def run(
         check_size(plan, max_trials)
     if plan.job.kind == "call" and project is not None:
         _check_call_module(plan.job, project)
+    checked = None  # a workflow job's workflow and trial configs
     if plan.job.kind == "workflow":
         from sweepflow.workflow.jobs import check_job
 
@@ -172,7 +173,8 @@ def run(
         if plan.space is None:
             from sweepflow.plan.commands import invocations
 
-            check_job(plan.job, here, (unit.items for unit in invocations(plan, extra, here)))
+            trials = (unit.items for unit in invocations(plan, extra, here))
+            checked = check_job(plan.job, here, trials)
         else:  # a search: its keys, with the first trial's values
             from sweepflow.cli.dryrun import example_trial
 
@@ -180,7 +182,7 @@ def run(
     if not refresh and plan.space is None and plan.job.cache and project is not None:
         from sweepflow.cli.console import print_cached
 
-        if print_cached(plan, list(extra), project, not no_outputs_check, view):
+        if print_cached(plan, list(extra), project, not no_outputs_check, view, checked):
             return 0  # every trial cached: nothing to start
     from sweepflow.cli.api_check import check_api
     from sweepflow.cli.preflight import check_before_run

@@ -42,6 +42,7 @@ __all__ = [
     "TrialSpec",
     "accept",
     "execute",
+    "placement",
     "stop_orphan",
     "terminate_all",
 ]
@@ -128,6 +129,12 @@ class TrialResult(BaseModel):
     def duration(self) -> float:
         """Seconds the unit ran."""
         return self.ended - self.started
+
+
+def placement() -> dict[str, str]:
+    """Where this process runs: its SLURM job, node and GPUs (the :data:`PLACEMENT`
+    variables that are set)."""
+    return {k: os.environ[k] for k in PLACEMENT if os.environ.get(k)}
 
 
 def accept() -> None:
@@ -412,5 +419,5 @@ def execute(spec: TrialSpec, log: LogFn | None = None) -> TrialResult:
         ended=time.time(),
         workdir=str(workdir),
         host=socket.gethostname(),
-        placement={k: os.environ[k] for k in PLACEMENT if os.environ.get(k)},
+        placement=placement(),
     )

@@ -210,13 +210,16 @@ def apply_overrides(
 
 
 def load_config(
-    workflow: Workflow, path: str | Path | None = None, overrides: Sequence[str] = ()
+    workflow: Workflow,
+    path: str | Path | Source | None = None,
+    overrides: Sequence[str] = (),
 ) -> dict[str, BaseModel]:
     """The validated config of each step: the YAML file, then the overrides.
 
     Args:
         workflow: The workflow.
-        path: The YAML config (one key per step); None: every step's defaults.
+        path: The YAML config (one key per step), or it as :func:`read_config` read it
+            (the trials of a sweep read it once); None: every step's defaults.
         overrides: ``step.key=value`` items, applied after the file.
 
     Returns:
@@ -226,7 +229,7 @@ def load_config(
         WorkflowError: Every problem with ``file:line`` or the override, the key path
             and the fix; the workflow's wiring problems too.
     """
-    source = read_config(workflow, path) if path is not None else None
+    source = read_config(workflow, path) if isinstance(path, (str, Path)) else path
     data = source.data if source is not None else {}
     if not isinstance(data, Mapping):
         place = source.where(()) if source is not None else "config"

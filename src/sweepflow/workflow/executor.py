@@ -19,7 +19,6 @@ import contextlib
 import getpass
 import importlib.metadata
 import inspect
-import os
 import shutil
 import socket
 import subprocess
@@ -33,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sweepflow.errors import SweepflowError
-from sweepflow.execution.trial import PLACEMENT
+from sweepflow.execution.trial import placement
 from sweepflow.store import Atom, Catalog, Lease, ObjectStore, Provenance
 from sweepflow.store.layout import tmp_dir
 from sweepflow.workflow.artifact import Artifact
@@ -352,8 +351,7 @@ def _execute_once(
 
 def _where() -> dict[str, Any]:
     """The host this runs on, and its SLURM job, node and GPUs where set."""
-    placement = {k: os.environ[k] for k in PLACEMENT if os.environ.get(k)}
-    return {"host": socket.gethostname(), "placement": placement}
+    return {"host": socket.gethostname(), "placement": placement()}
 
 
 class StepWork:

@@ -8,16 +8,18 @@ fix, with nothing run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sweepflow.workflow.config import load_config
+from pydantic import BaseModel
+
+from sweepflow.workflow.config import load_config, read_config
 from sweepflow.workflow.errors import WorkflowError
 from sweepflow.workflow.run import import_workflow
 from sweepflow.workflow.workflow import Workflow
 
-__all__ = ["check_job", "job_workflow"]
+__all__ = ["check_job", "job_configs", "job_workflow"]
 
 
 def job_workflow(job: Any, project: Path) -> Workflow:
@@ -37,20 +39,38 @@ def job_workflow(job: Any, project: Path) -> Workflow:
     return workflow
 
 
-def check_job(job: Any, project: Path, trials: Iterable[Sequence[str]]) -> Workflow:
-    """The job's workflow, once the config of each trial (its ``key=value`` items over
-    the job's ``config:``) is valid.
+def job_configs(job: Any, workflow: Workflow) -> Callable[[Sequence[str]], dict[str, BaseModel]]:
+    """A trial's step configs from its ``key=value`` items over the job's ``config:``
+    file, which is read once here.
+
+    Raises:
+        JobError: The config file cannot be read or parsed.
+    """
+    path = job.config_path
+    try:
+        source = read_config(workflow, path) if path is not None else None
+    except WorkflowError as exc:
+        raise job.error(f"has a config: that cannot be read: {exc}", "config") from None
+    return lambda items: load_config(workflow, source, items)
+
+
+def check_job(
+    job: Any, project: Path, trials: Iterable[Sequence[str]]
+) -> tuple[Workflow, list[dict[str, BaseModel]]]:
+    """The job's workflow and each trial's step configs (its ``key=value`` items over
+    the job's ``config:``), every one of them valid.
 
     Raises:
         JobError: The first trial whose config is invalid: the override or
             ``file:line``, the key path and the fix.
     """
     workflow = job_workflow(job, project)
-    path = job.config_path
+    configs = job_configs(job, workflow)
+    checked = []
     for index, items in enumerate(trials):
         try:
-            load_config(workflow, path, items)
+            checked.append(configs(items))
         except WorkflowError as exc:
             where = "sets" if job.sets else "optimize" if job.optimize else "config"
             raise job.error(f"trial {index} ({' '.join(items)}): {exc}", where) from None
-    return workflow
+    return workflow, checked

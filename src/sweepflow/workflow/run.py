@@ -208,31 +208,26 @@ def run_step(
     started = time.perf_counter()
     plan = plan_step(step, cfg, inputs, project, watch, memo)
     found = None if no_cache else cached_outputs(step, plan, catalog)
-    if found is not None:
-        if lease is not None:
-            lease.add(a.digest for a in found.values())
-        outcome = _outcome(step, plan, "hit", started, found, _made_with(found))
-        return outcome, {n: artifact(a) for n, a in found.items()}
-
-    work = StepWork(
-        step,
-        cfg,
-        plan,
-        catalog.root,
-        provenance,
-        project=project,
-        lease=lease,
-        retries=retries,
-        retry_delay=retry_delay,
-    )
-    with claim(plan.key) if claim is not None else contextlib.nullcontext() as made_here:
-        # Another run of this process may have made it while this one waited (with
-        # no_cache: only what it made, not what earlier runs stored).
-        again = claim is not None and (not no_cache or bool(made_here))
-        found = cached_outputs(step, plan, catalog) if again else None
-        if found is None:
-            executed = work() if execute is None else execute(step, work)
-            record_step(catalog, step, plan, executed)
+    if found is None:
+        work = StepWork(
+            step,
+            cfg,
+            plan,
+            catalog.root,
+            provenance,
+            project=project,
+            lease=lease,
+            retries=retries,
+            retry_delay=retry_delay,
+        )
+        with claim(plan.key) if claim is not None else contextlib.nullcontext() as made_here:
+            # Another run of this process may have made it while this one waited (with
+            # no_cache: only what it made, not what earlier runs stored).
+            again = claim is not None and (not no_cache or bool(made_here))
+            found = cached_outputs(step, plan, catalog) if again else None
+            if found is None:
+                executed = work() if execute is None else execute(step, work)
+                record_step(catalog, step, plan, executed)
     if found is not None:
         if lease is not None:
             lease.add(a.digest for a in found.values())

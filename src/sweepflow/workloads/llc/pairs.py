@@ -13,8 +13,9 @@ folder, the gallery (Stage D).
 from __future__ import annotations
 
 import json
+import shutil
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,11 @@ from sweepflow.store import ObjectStore
 from sweepflow.store.layout import object_dir
 from sweepflow.workflow import Workflow
 from sweepflow.workflow.executor import artifact
-from sweepflow.workflow.run import WorkflowResult, store_root
+from sweepflow.workflow.run import WorkflowResult, store_root, stored_result
 
 from ._errors import LLCError
 from .estimation import check_sampler_precision
-from .experiment import Matrix
+from .experiment import Matrix, SamplerEntry, TargetEntry
 from .steps import LLC_RUN, SampleConfig, build_llc_target, load_run, sample_llc_target
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "TABLE",
     "Analyst",
     "check_pairs",
+    "pair_config",
     "pair_configs",
     "pair_specs",
     "pair_status",
@@ -49,17 +51,11 @@ __all__ = [
 LLC_WORKFLOW = Workflow("llc", [build_llc_target, sample_llc_target])
 TABLE = "llc_runs.parquet"
 _REF = "sweepflow.workloads.llc.pairs:LLC_WORKFLOW"
-_ANALYSIS = "analysis"
+_ANALYSIS = "analysis"  # the extras folder of an llc-run: its plots and row
 #: What a pair's MLflow run and trials-table row show (the table has every column).
 _METRICS = (
     "llc", "llc_sd", "llc_true", "ess", "rhat", "wall_s", "compile_s", "sampling_s", "grad_evals",
 )  # fmt: skip
-# Where a pair's run ran, as the tags of other trials say it (flows._runtime.placement_tags).
-_PLACED = {
-    "SLURM_JOB_ID": "slurm_job_id",
-    "SLURMD_NODENAME": "node",
-    "CUDA_VISIBLE_DEVICES": "cuda_visible_devices",
-}  # the extras folder of an llc-run: its plots and row
 
 
 def pair_specs(matrix: Matrix, job: Any, project: Path) -> list[TrialSpec]:
@@ -85,18 +81,18 @@ def pair_specs(matrix: Matrix, job: Any, project: Path) -> list[TrialSpec]:
     return specs
 
 
+def pair_config(target: TargetEntry, sampler: SamplerEntry) -> dict[str, BaseModel]:
+    """A pair's step configs: its target's config, its sampler's."""
+    return {
+        build_llc_target.name: target.config,
+        sample_llc_target.name: SampleConfig(sampler=sampler.config),
+    }
+
+
 def pair_configs(matrix: Matrix) -> Callable[[TrialSpec], dict[str, BaseModel]]:
-    """A pair trial's step configs: its target's config, its sampler's."""
+    """A pair trial's step configs (see :func:`pair_config`)."""
     pairs = matrix.pairs()
-
-    def configs(spec: TrialSpec) -> dict[str, BaseModel]:
-        target, sampler = pairs[spec.index]
-        return {
-            build_llc_target.name: target.config,
-            sample_llc_target.name: SampleConfig(sampler=sampler.config),
-        }
-
-    return configs
+    return lambda spec: pair_config(*pairs[spec.index])
 
 
 def check_pairs(matrix: Matrix) -> None:
@@ -116,28 +112,10 @@ def check_pairs(matrix: Matrix) -> None:
 
 def pair_status(matrix: Matrix, project: Path, state: Path) -> list[bool]:
     """Whether each pair's run is stored already (what a dry run shows); reads only."""
-    from sweepflow.store import Catalog
-    from sweepflow.workflow.executor import cached_outputs, plan_step
-
-    root = store_root(state)
-    if not (root / "catalog.db").exists():
-        return [False] * len(matrix.pairs())
-    found = []
-    targets: dict[str, Any] = {}
-    with Catalog(root) as catalog:
-        for target, sampler in matrix.pairs():
-            if target.id not in targets:
-                plan = plan_step(build_llc_target, target.config, {}, project)
-                hit = cached_outputs(build_llc_target, plan, catalog)
-                targets[target.id] = None if hit is None else artifact(hit["target"])
-            made = targets[target.id]
-            if made is None:
-                found.append(False)
-                continue
-            cfg = SampleConfig(sampler=sampler.config)
-            plan = plan_step(sample_llc_target, cfg, {"target": made}, project)
-            found.append(cached_outputs(sample_llc_target, plan, catalog) is not None)
-    return found
+    return [
+        stored_result(LLC_WORKFLOW, pair_config(target, sampler), project, state) is not None
+        for target, sampler in matrix.pairs()
+    ]
 
 
 def table_path(state: Path, experiment: str) -> Path:
@@ -182,8 +160,6 @@ class Analyst:
         }
         tags = {"sweepflow.llc.run": run_id, "sweepflow.llc.target_id": target.id}
         tags["sweepflow.llc.sampler_id"] = sampler.id
-        placement = self.store.get(run_digest).meta.provenance.placement
-        tags |= {f"sweepflow.{_PLACED[k]}": v for k, v in placement.items() if k in _PLACED}
         return metrics, tags
 
     def _analysis(
@@ -206,7 +182,7 @@ class Analyst:
         run_plots(estimate, staging)
         (staging / "row.json").write_text(json.dumps(row, default=_plain, indent=1))
         self.store.add_extras(run_digest, staging, _ANALYSIS)
-        _remove(staging)
+        shutil.rmtree(staging, ignore_errors=True)
         return row, [kept / name for name in PLOT_NAMES if (kept / name).is_file()]
 
     def finish(self, promote: Path | None = None) -> dict[str, str]:
@@ -239,15 +215,3 @@ def _remove(folder: Path) -> None:
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def summary_lines(written: Mapping[str, str]) -> list[str]:
-    """What the command prints about the table and gallery."""
-    lines = []
-    if "table" in written:
-        lines.append(f"table: {written['table']}")
-    if "gallery" in written:
-        lines.append(
-            f"gallery: {written['gallery']} (and {Path(written['gallery_markdown']).name})"
-        )
-    return lines
