@@ -235,6 +235,30 @@ def _stored_workflow(
     return results
 
 
+def start_run(
+    debug: bool, project: Path | None, chosen: Profile, *, workers: bool = True, **parameters: Any
+) -> int:
+    """Make the checks every run makes before anything starts (a stale
+    ``$PREFECT_API_URL``, the state folder and MLflow store, ``$SWEEPFLOW_SERVER_IDLE``),
+    then run the run-job flow (:func:`run_in_terminal`) on the ``chosen`` profile;
+    ``workers``: False when no task will run on its workers (no server or cluster is
+    started for them)."""
+    from sweepflow.cli.api_check import check_api
+    from sweepflow.cli.preflight import check_before_run
+    from sweepflow.services.warm_server import idle_seconds
+
+    check_api()  # a stale $PREFECT_API_URL: one line naming it, before anything starts
+    check_before_run(project)  # a read-only state folder, a bad store: one line, now
+    idle_seconds()  # a bad $SWEEPFLOW_SERVER_IDLE: one line, before anything starts
+    remote = workers and chosen.type != "local"
+    return run_in_terminal(
+        debug=debug,
+        needs_server=remote,
+        cluster=chosen if remote and chosen.type == "dask-local" else None,
+        **parameters,
+    )
+
+
 def run_in_terminal(
     *,
     debug: bool = False,

@@ -117,19 +117,14 @@ def launch(
     chosen = load_profile(profile or job.profile, list(profile_set or []), project)
     # Every pair stored: no worker will run a step (no server or cluster to start).
     stored = not refresh and job.cache and all(pair_status(matrix, project.resolve(), state))
-    view = view_of(name, job, columns, jobfile.path)
-    from sweepflow.cli.api_check import check_api
-    from sweepflow.cli.preflight import check_before_run
-    from sweepflow.services.warm_server import idle_seconds
-
-    check_api()
-    check_before_run(project)
-    idle_seconds()
-    from sweepflow.cli.console import run_in_terminal
+    from sweepflow.cli.console import start_run
     from sweepflow.plan.expansion import MAX_TRIALS
 
-    return run_in_terminal(
-        debug=bool((ctx.obj or {}).get("debug")),
+    return start_run(
+        bool((ctx.obj or {}).get("debug")),
+        project,
+        chosen,
+        workers=not stored,
         job=name,
         overrides=sets,
         job_file=str(jobfile.path.resolve()),
@@ -139,12 +134,10 @@ def launch(
         fail_fast=fail_fast,
         profile=str(profile) if profile else None,
         profile_set=list(profile_set or []),
-        needs_server=chosen.type != "local" and not stored,
-        cluster=chosen if chosen.type == "dask-local" and not stored else None,
         n_trials=None,
         storage=None,
         max_trials=MAX_TRIALS,
         outputs_check=True,
-        view=view,
+        view=view_of(name, job, columns, jobfile.path),
         promote=str(promote.resolve()) if promote else None,
     )

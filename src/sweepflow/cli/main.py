@@ -184,18 +184,12 @@ def run(
 
         if print_cached(plan, list(extra), project, not no_outputs_check, view, checked):
             return 0  # every trial cached: nothing to start
-    from sweepflow.cli.api_check import check_api
-    from sweepflow.cli.preflight import check_before_run
+    from sweepflow.cli.console import start_run
 
-    check_api()  # a stale $PREFECT_API_URL: one line naming it, before anything starts
-    check_before_run(project)  # a read-only state folder, a bad store: one line, now
-    from sweepflow.services.warm_server import idle_seconds
-
-    idle_seconds()  # a bad $SWEEPFLOW_SERVER_IDLE: one line, before anything starts
-    from sweepflow.cli.console import run_in_terminal
-
-    return run_in_terminal(
-        debug=bool((ctx.obj or {}).get("debug")),
+    return start_run(
+        bool((ctx.obj or {}).get("debug")),
+        project,
+        chosen,
         job=job,
         overrides=list(overrides or []),
         job_file=str(jobfile.path.resolve()) if jobfile.path else None,
@@ -205,8 +199,6 @@ def run(
         fail_fast=fail_fast,
         profile=str(profile) if profile else None,
         profile_set=list(sets or []),
-        needs_server=chosen.type != "local",
-        cluster=chosen if chosen.type == "dask-local" else None,
         n_trials=n_trials,
         storage=storage,
         max_trials=max_trials,
