@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,7 +41,7 @@ def _text(unit: Invocation, fmt: str) -> str:
     if unit.kind == "call":
         return f"{unit.function}({list(unit.items)!r})"
     if unit.kind == "workflow":
-        return f"workflow {unit.command} ({unit.function}): {' '.join(unit.items)}"
+        return _workflow_text(unit.command, unit.function, unit.items)
     lines = [shlex.join(unit.argv)]
     if unit.kind == "submit":
         # The file's lines as written (a line never holds a line break: see plan.commands).
@@ -49,6 +50,11 @@ def _text(unit: Invocation, fmt: str) -> str:
         lines.append(f"# {name} ({count}, {_FORMATS[fmt]}):")
         lines.extend(unit.lines)
     return "\n".join(lines)
+
+
+def _workflow_text(name: str, ref: str, items: Sequence[str]) -> str:
+    """A workflow trial as a dry run shows it: ``workflow NAME (module:attr): k=v ...``."""
+    return f"workflow {name} ({ref}): {' '.join(items)}"
 
 
 def _record(job: str, unit: Invocation, fmt: str) -> dict[str, Any]:
@@ -143,7 +149,7 @@ def _print_search(
     if spec.kind == "call":
         command = spec.function + f"({list(spec.items)!r})"
     elif spec.kind == "workflow":
-        command = f"workflow {plan.job.workflow} ({spec.function}): {' '.join(spec.items)}"
+        command = _workflow_text(plan.job.command, spec.function, spec.items)
     else:
         command = shlex.join(spec.argv)
     if as_json:
