@@ -47,7 +47,9 @@ _PREFECT_DEFAULTS = {
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
     "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "CRITICAL",
     "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "CRITICAL",
-    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # MLflow logs a store error with its traceback (a full disk, a locked database)
+    # before raising it; sweepflow reports it in one line.
+    "MLFLOW_LOGGING_LEVEL": "CRITICAL",
 }
 
 
